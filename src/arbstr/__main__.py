@@ -1,0 +1,3 @@
+from arbstr.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""One exception hierarchy; each error maps to an OpenAI-shaped body and an HTTP status."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ArbstrError(Exception):
+    """Base class for every error arbstr returns to a client."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        if type is not None:
+            self.type = type
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.code)
+
+
+class InvalidRequest(ArbstrError):
+    """The client's request is malformed or asks for something the policy forbids (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthError(ArbstrError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ArbstrError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(ArbstrError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ArbstrError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NoProvider(ArbstrError):
+    """No configured provider can serve this model under this policy (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "no_provider"
+
+
+class AllCoolingDown(ArbstrError):
+    """Every candidate provider is in circuit-breaker cool-down (503)."""
+
+    status = 503
+    type = "upstream_error"
+    code = "providers_cooling_down"
+
+
+class UpstreamError(ArbstrError):
+    """The upstream failed in a way arbstr could not recover from (502)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class DeadlineExceeded(ArbstrError):
+    status = 504
+    type = "upstream_error"
+    code = "timeout"
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file, the field and the reason."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_body(message: str, type: str, code: str | None) -> bytes:
+    return _encoder.encode({"error": {"message": message, "type": type, "code": code}})

@@ -1,0 +1,28 @@
+"""Which policy rule applies to a request. Pure."""
+
+from __future__ import annotations
+
+from arbstr.config import Policies, Rule
+from arbstr.errors import InvalidRequest
+
+
+def select_policy(policies: Policies, header: str | None, last_user_text: str | None) -> Rule:
+    """``X-Arbstr-Policy`` if given (unknown name -> 400), else the first rule whose keyword
+    occurs case-insensitively in the last user message, else the default rule."""
+    if header is not None:
+        name = header.strip()
+        rule = policies.by_name.get(name)
+        if rule is None:
+            known = ", ".join(sorted(policies.by_name))
+            raise InvalidRequest(
+                f"unknown policy {name!r} in X-Arbstr-Policy; known policies: {known}",
+                code="unknown_policy",
+            )
+        return rule
+    if policies.has_keywords and last_user_text:
+        text = last_user_text.lower()
+        for rule in policies.rules:
+            for kw in rule.keywords:
+                if kw in text:
+                    return rule
+    return policies.default

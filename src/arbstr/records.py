@@ -1,0 +1,73 @@
+"""What is recorded about each chat request, and where it goes.
+
+The request path builds one :class:`RequestRecord` per chat request and hands it to a
+:class:`RecordSink` (which must never block); learned output/input token ratios live in a
+:class:`RatioBook`. Prompts and completions are never part of a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    timestamp: str  # ISO 8601 UTC
+    model: str
+    provider: str | None
+    policy: str | None
+    streaming: bool
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_sats: Decimal | None
+    provider_cost_sats: Decimal | None
+    latency_ms: int
+    ttft_ms: int | None
+    stream_duration_ms: int | None
+    success: bool
+    error_status: int | None
+    error_message: str | None
+    attempts: int = 1
+
+
+class RecordSink(Protocol):
+    def submit(self, record: RequestRecord) -> None:
+        """Queue a record for storage. Must not block or raise."""
+
+
+class MemorySink:
+    """Keeps records in memory (used when no database is configured, and by tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def submit(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+class RatioBook:
+    """Running average of output/input token ratios per (policy, model)."""
+
+    def __init__(self) -> None:
+        self._ratios: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def get(self, policy: str, model: str) -> float | None:
+        entry = self._ratios.get((policy, model))
+        return None if entry is None else entry[0]
+
+    def observe(self, policy: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        if input_tokens <= 0 or output_tokens < 0:
+            return
+        ratio = output_tokens / input_tokens
+        avg, n = self._ratios.get((policy, model), (0.0, 0))
+        n += 1
+        self._ratios[(policy, model)] = (avg + (ratio - avg) / n, n)
+
+    def load(self, policy: str, model: str, avg_ratio: float, sample_count: int) -> None:
+        self._ratios[(policy, model)] = (avg_ratio, sample_count)
+
+    def items(self) -> list[tuple[str, str, float, int]]:
+        return [(p, m, avg, n) for (p, m), (avg, n) in self._ratios.items()]

@@ -1,0 +1,130 @@
+"""Candidates for a request, ranked. Pure: config + observations in, ranked list out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from arbstr.config import Provider, Rule
+from arbstr.errors import InvalidRequest, NoProvider
+from arbstr.pricing import Rates, estimate_cost
+
+AUTO_MODELS = frozenset({"auto", "arbstr/auto"})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    provider: Provider
+    model: str
+    rates: Rates
+    est_cost: float
+    latency_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: str  # the concrete model every candidate serves
+    candidates: tuple[Candidate, ...]  # best first
+
+
+def _rank_key(strategy: str) -> Callable[[Candidate], tuple[float, float, float, str]]:
+    if strategy == "lowest_latency":
+
+        def by_latency(c: Candidate) -> tuple[float, float, float, str]:
+            known = c.latency_ms is not None
+            return (0.0 if known else 1.0, c.latency_ms or 0.0, c.est_cost, c.provider.name)
+
+        return by_latency
+
+    def by_cost(c: Candidate) -> tuple[float, float, float, str]:
+        return (c.est_cost, 0.0, 0.0, c.provider.name)
+
+    return by_cost
+
+
+def candidates_for_model(
+    providers: Sequence[Provider],
+    rule: Rule,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: Mapping[str, float | None],
+) -> list[Candidate]:
+    """Providers that serve ``model`` within the rule's price cap, unranked."""
+    out: list[Candidate] = []
+    cap = rule.max_sats_per_1k_output
+    for p in providers:
+        if not p.serves(model):
+            continue
+        rates = p.rates_for(model)
+        if cap is not None and rates.output_f > cap:
+            continue
+        est = estimate_cost(rates, input_tokens, output_tokens)
+        out.append(Candidate(p, model, rates, est, latency_ms.get(p.name)))
+    return out
+
+
+def route(
+    providers: Sequence[Provider],
+    rule: Rule,
+    requested_model: str,
+    input_tokens: int,
+    output_tokens_for: Callable[[str], int],
+    latency_ms: Mapping[str, float | None],
+) -> Route:
+    """Rank the candidates for a request.
+
+    A concrete model is never replaced by another; ``auto`` picks the best (provider, model)
+    pair among the rule's ``allowed_models`` and keeps only that model's providers for
+    fallback. Raises :class:`InvalidRequest` / :class:`NoProvider` (both 400).
+    """
+    key = _rank_key(rule.strategy)
+    if requested_model in AUTO_MODELS:
+        if not rule.allowed_models:
+            raise InvalidRequest(
+                f"model {requested_model!r} lets arbstr choose among the policy's allowed_models,"
+                f" but policy {rule.name!r} has none",
+                code="no_provider",
+            )
+        pool: list[Candidate] = []
+        for m in rule.allowed_models:
+            pool.extend(
+                candidates_for_model(
+                    providers, rule, m, input_tokens, output_tokens_for(m), latency_ms
+                )
+            )
+        if not pool:
+            raise NoProvider(
+                f"no provider offers any of {', '.join(rule.allowed_models)}"
+                f" under policy {rule.name!r}"
+            )
+        best = min(pool, key=lambda c: (*key(c), c.model))
+        chosen = [c for c in pool if c.model == best.model]
+        chosen.sort(key=key)
+        return Route(best.model, tuple(chosen))
+
+    if rule.allowed_models and requested_model not in rule.allowed_models:
+        raise InvalidRequest(
+            f"model {requested_model!r} is not allowed by policy {rule.name!r};"
+            f" allowed: {', '.join(rule.allowed_models)}",
+            code="model_not_allowed",
+        )
+    found = candidates_for_model(
+        providers,
+        rule,
+        requested_model,
+        input_tokens,
+        output_tokens_for(requested_model),
+        latency_ms,
+    )
+    if not found:
+        raise NoProvider(
+            f"no provider offers model {requested_model!r} under policy {rule.name!r}"
+            + (
+                f" (max_sats_per_1k_output = {rule.max_sats_per_1k_output:g})"
+                if rule.max_sats_per_1k_output is not None
+                else ""
+            )
+        )
+    found.sort(key=key)
+    return Route(requested_model, tuple(found))

@@ -1,0 +1,86 @@
+"""Running the proxy: config (or built-in mocks) -> Gateway -> uvicorn, until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import replace
+from typing import Any
+
+import uvicorn
+
+from arbstr.config import Config, config_from_data
+from arbstr.errors import ConfigError
+from arbstr.mock import MockProvider, mock_config_data, start_mock_providers
+from arbstr.server import App, Gateway
+
+log = logging.getLogger("arbstr")
+
+
+def check_listen_safety(config: Config, insecure: bool) -> None:
+    s = config.server
+    if not s.is_loopback and s.auth_token is None and not insecure:
+        raise ConfigError(
+            f"refusing to listen on {s.host}:{s.port} (not a loopback address) without"
+            " server.auth_token; set one, or pass --insecure if you really mean it"
+        )
+
+
+async def mock_config(
+    chunk_delay_s: float = 0.02, *, base: Config | None = None
+) -> tuple[Config, list[MockProvider]]:
+    """Start the built-in mock providers and a config that points at them."""
+    mocks = await start_mock_providers(chunk_delay_s=chunk_delay_s)
+    data = mock_config_data(mocks)
+    cfg = config_from_data(data, source="<mock>", env={})
+    if base is not None:  # keep the caller's server, retry and database settings
+        cfg = replace(cfg, server=base.server, retry=base.retry, db_path=base.db_path)
+    return cfg, mocks
+
+
+async def serve(config: Config | None, *, mock: bool, listen: str | None) -> None:
+    mocks: list[MockProvider] = []
+    if mock:
+        config, mocks = await mock_config(base=config)
+        log.info("mock providers: %s", ", ".join(f"{m.spec.name}={m.url}" for m in mocks))
+    assert config is not None
+    if listen is not None:
+        config = config.with_listen(listen)
+    for w in config.warnings:
+        log.warning("%s", w)
+    gw = Gateway(config)
+    uv = uvicorn.Config(
+        App(gw),
+        host=config.server.host,
+        port=config.server.port,
+        http="httptools",
+        loop="none",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(uv)
+    log.info(
+        "arbstr listening on http://%s:%d (%d providers)",
+        config.server.host,
+        config.server.port,
+        len(config.providers),
+    )
+    try:
+        await server.serve()
+    finally:
+        for m in mocks:
+            await m.close()
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-posix
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

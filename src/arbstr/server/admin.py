@@ -1,0 +1,57 @@
+"""Low-traffic routes: /health, /providers, /v1/models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arbstr.config import Provider
+from arbstr.pricing import Rates
+from arbstr.server.gateway import Gateway
+from arbstr.server.http import Send, send_json
+
+
+def _rates_json(r: Rates) -> dict[str, float]:
+    return {"input_rate": r.input_f, "output_rate": r.output_f, "base_fee": r.base_f}
+
+
+def provider_json(p: Provider) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "url": p.url,
+        "models": list(p.model_order) if p.models is not None else None,
+        "rates": _rates_json(p.rates),
+        "model_rates": {m: _rates_json(r) for m, r in p.model_rates.items()},
+        "api_key": p.masked_key,
+        "key_source": p.key_source,
+        "discovery": {"enabled": p.discover},
+    }
+
+
+async def health(gw: Gateway, send: Send) -> None:
+    providers = gw.health.snapshot()
+    states = [v["state"] for v in providers.values()]
+    if states and all(s == "open" for s in states):
+        status, code = "unhealthy", 503
+    elif any(s != "closed" for s in states):
+        status, code = "degraded", 200
+    else:
+        status, code = "ok", 200
+    await send_json(send, code, {"status": status, "providers": providers})
+
+
+async def providers(gw: Gateway, send: Send) -> None:
+    await send_json(
+        send, 200, {"object": "list", "data": [provider_json(p) for p in gw.config.providers]}
+    )
+
+
+async def models(gw: Gateway, send: Send) -> None:
+    owners: dict[str, list[str]] = {}
+    for p in gw.config.providers:
+        for m in p.model_order:
+            owners.setdefault(m, []).append(p.name)
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": ",".join(names)}
+        for m, names in sorted(owners.items())
+    ]
+    await send_json(send, 200, {"object": "list", "data": data})

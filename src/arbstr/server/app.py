@@ -1,0 +1,82 @@
+"""The ASGI application: route table, auth for admin routes, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from arbstr.errors import AuthError, MethodNotAllowed, NotFound
+from arbstr.server import admin
+from arbstr.server.chat import ChatHandler
+from arbstr.server.gateway import Gateway
+from arbstr.server.http import Receive, Scope, Send, check_bearer, send_error
+
+log = logging.getLogger("arbstr.server")
+
+AdminRoute = Callable[[Gateway, Send], Awaitable[None]]
+
+_GET_ROUTES: dict[str, AdminRoute] = {
+    "/health": admin.health,
+    "/providers": admin.providers,
+    "/v1/models": admin.models,
+}
+_PUBLIC = frozenset({"/health"})
+_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+
+
+class App:
+    """Plain ASGI callable. The chat path goes straight to :class:`ChatHandler`."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.chat = ChatHandler(gateway)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path in _CHAT_PATHS:
+                if scope["method"] == "POST":
+                    await self.chat(scope, receive, send)
+                else:
+                    await send_error(send, MethodNotAllowed(f"{path} accepts POST only"))
+                return
+            await self._admin(scope, path, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _admin(self, scope: Scope, path: str, send: Send) -> None:
+        gw = self.gateway
+        handler = _GET_ROUTES.get(path.rstrip("/") or path)
+        if handler is None:
+            await send_error(send, NotFound(f"no route for {scope['method']} {path}"))
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_error(send, MethodNotAllowed(f"{path} accepts GET only"))
+            return
+        if (
+            path not in _PUBLIC
+            and gw.auth_token is not None
+            and not check_bearer(scope, gw.auth_token)
+        ):
+            await send_error(send, AuthError("missing or invalid bearer token for arbstr"))
+            return
+        await handler(gw, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                try:
+                    await self.gateway.close()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,232 @@
+"""The aiohttp client: one attempt against one provider, with a classified outcome.
+
+An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
+:class:`AttemptFailed`, whose ``kind`` says what happened and whether retrying is safe:
+
+* ``connect``  — never sent (refused, DNS, connect timeout): always safe to retry.
+* ``status``   — the provider answered 429/5xx (retryable: with Routstr ``sk-`` keys a failed
+  request is not charged) or another 4xx (not retried: passed to the client as is).
+* ``reset``    — the connection broke before a complete answer: retryable.
+* ``timeout``  — a read timeout after the request was sent: the provider may still bill it,
+  so it is retried only with ``retry_on_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+
+from arbstr.config import Provider
+
+FailureKind = Literal["connect", "status", "reset", "timeout"]
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_READ_SIZE = 2**16
+
+
+@dataclass(slots=True)
+class AttemptFailed(Exception):
+    kind: FailureKind
+    message: str
+    status: int | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def retryable_status(self) -> bool:
+        return self.kind != "status" or self.status in RETRYABLE_STATUS
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(slots=True)
+class JsonReply:
+    status: int
+    body: bytes
+    content_type: str
+    routstr_cost_msats: str | None  # X-Routstr-Cost-Msats, if sent
+
+
+@dataclass(slots=True)
+class StreamReply:
+    response: aiohttp.ClientResponse
+    first_chunk: bytes
+    chunks: AsyncIterator[bytes]
+    routstr_cost_msats: str | None
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class UpstreamClient:
+    """One shared aiohttp session for the whole process (keep-alive pooled)."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float,
+        request_timeout_s: float,
+        stream_idle_timeout_s: float,
+        limit_per_host: int = 256,
+    ) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self._limit_per_host = limit_per_host
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            limit_per_host=self._limit_per_host,
+            keepalive_timeout=30,
+            enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("UpstreamClient.start() was not called")
+        return self._session
+
+    @staticmethod
+    def _headers(provider: Provider, request_id: str) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "X-Request-Id": request_id}
+        if provider.api_key:
+            h["Authorization"] = f"Bearer {provider.api_key}"
+        return h
+
+    async def complete(
+        self, provider: Provider, body: bytes, request_id: str, timeout_s: float
+    ) -> JsonReply:
+        """Send a non-streaming request and read the whole answer."""
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(self.connect_timeout_s, timeout_s)
+        )
+        sent = False
+        try:
+            async with self.session.post(
+                f"{provider.url}/chat/completions",
+                data=body,
+                headers=self._headers(provider, request_id),
+                timeout=timeout,
+            ) as resp:
+                sent = True
+                data = await resp.read()
+                status = resp.status
+                ctype = resp.headers.get("Content-Type", "application/json")
+                if status >= 400:
+                    raise _status_failure(provider, status, data, ctype, resp.headers)
+                return JsonReply(status, data, ctype, resp.headers.get("X-Routstr-Cost-Msats"))
+        except AttemptFailed:
+            raise
+        except BaseException as exc:
+            raise _classify(provider, exc, sent) from exc
+
+    async def open_stream(
+        self, provider: Provider, body: bytes, request_id: str, first_byte_timeout_s: float
+    ) -> StreamReply:
+        """Send a streaming request and wait for the first body bytes (nothing sent to the
+        client yet, so any failure up to here can still be retried)."""
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=min(self.connect_timeout_s, first_byte_timeout_s),
+            sock_read=self.stream_idle_timeout_s,
+        )
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(first_byte_timeout_s):
+                resp = await self.session.post(
+                    f"{provider.url}/chat/completions",
+                    data=body,
+                    headers=self._headers(provider, request_id),
+                    timeout=timeout,
+                )
+                if resp.status >= 400:
+                    data = await resp.read()
+                    ctype = resp.headers.get("Content-Type", "application/json")
+                    raise _status_failure(provider, resp.status, data, ctype, resp.headers)
+                chunks = resp.content.iter_any().__aiter__()
+                first = b""
+                while not first:
+                    first = await chunks.__anext__()
+            return StreamReply(resp, first, chunks, resp.headers.get("X-Routstr-Cost-Msats"))
+        except AttemptFailed:
+            if resp is not None:
+                resp.release()
+            raise
+        except BaseException as exc:
+            if resp is not None:
+                resp.close()
+            if isinstance(exc, StopAsyncIteration):
+                raise AttemptFailed(
+                    "reset", f"{provider.name}: stream ended before any data"
+                ) from None
+            raise _classify(provider, exc, resp is not None) from exc
+
+
+def _status_failure(
+    provider: Provider, status: int, body: bytes, ctype: str, headers: Mapping[str, str]
+) -> AttemptFailed:
+    snippet = body[:200].decode("utf-8", "replace").strip()
+    return AttemptFailed(
+        "status",
+        f"{provider.name} answered HTTP {status}" + (f": {snippet}" if snippet else ""),
+        status=status,
+        body=body,
+        content_type=ctype,
+        retry_after_s=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def _classify(provider: Provider, exc: BaseException, sent: bool) -> BaseException:
+    """Map a transport exception to an AttemptFailed; cancellation passes through."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+        return exc
+    name = provider.name
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return AttemptFailed("connect", f"{name}: cannot connect: {exc}")
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        if not sent:
+            return AttemptFailed("timeout", f"{name}: no response before the timeout")
+        return AttemptFailed("timeout", f"{name}: timed out reading the response")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return AttemptFailed("reset", f"{name}: connection broken: {exc or type(exc).__name__}")
+    return exc
