@@ -45,7 +45,7 @@ class AttemptLog:
     def add(self, provider: str, failure: AttemptFailed) -> None:
         self.failures[provider] = self.failures.get(provider, 0) + 1
         self.last_failure = failure
-        if failure.kind == "timeout":
+        if failure.possibly_billed:
             self.possibly_billed = True
 
 
@@ -98,7 +98,7 @@ async def run_with_retries(
                 result = await attempt(cand, remaining)
             except AttemptFailed as failure:
                 log.upstream_wait_s += time.monotonic() - t0
-                if not failure.retryable_status:
+                if failure.passes_through:
                     health.release(name)  # the request's fault, not the provider's
                     raise
                 log.add(name, failure)
@@ -109,6 +109,11 @@ async def run_with_retries(
                         " set retry.retry_on_timeout = true to retry)",
                         status=504,
                         code="upstream_timeout",
+                    ) from None
+                if failure.kind == "invalid":
+                    raise UpstreamError(
+                        f"{failure.message} (not retried: the provider may have billed it)",
+                        code="upstream_invalid_response",
                     ) from None
                 if n >= settings.max_attempts_per_provider:
                     break

@@ -9,6 +9,8 @@ An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 * ``reset``    — the connection broke before a complete answer: retryable.
 * ``timeout``  — a read timeout after the request was sent: the provider may still bill it,
   so it is retried only with ``retry_on_timeout``.
+* ``invalid``  — a 2xx answer that is not a JSON completion: the provider has probably billed
+  it, so it is not retried.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Literal
 import aiohttp
 
 from arbstr.config import Provider
+from arbstr.usage import NotACompletion, Usage, completion_usage
 
-FailureKind = Literal["connect", "status", "reset", "timeout"]
+FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-_READ_SIZE = 2**16
 
 
 @dataclass(slots=True)
@@ -39,8 +41,13 @@ class AttemptFailed(Exception):
     retry_after_s: float | None = None
 
     @property
-    def retryable_status(self) -> bool:
-        return self.kind != "status" or self.status in RETRYABLE_STATUS
+    def passes_through(self) -> bool:
+        """An upstream 4xx (other than 429): the request's fault, returned to the client as is."""
+        return self.kind == "status" and self.status not in RETRYABLE_STATUS
+
+    @property
+    def possibly_billed(self) -> bool:
+        return self.kind in ("timeout", "invalid")
 
     def __str__(self) -> str:
         return self.message
@@ -52,6 +59,7 @@ class JsonReply:
     body: bytes
     content_type: str
     routstr_cost_msats: str | None  # X-Routstr-Cost-Msats, if sent
+    usage: Usage | None
 
 
 @dataclass(slots=True)
@@ -154,7 +162,17 @@ class UpstreamClient:
                 ctype = resp.headers.get("Content-Type", "application/json")
                 if status >= 400:
                     raise _status_failure(provider, status, data, ctype, resp.headers)
-                return JsonReply(status, data, ctype, resp.headers.get("X-Routstr-Cost-Msats"))
+                try:
+                    usage = completion_usage(data)
+                except NotACompletion as exc:
+                    raise AttemptFailed(
+                        "invalid",
+                        f"{provider.name} answered HTTP {status} with a body that is {exc}",
+                        status=status,
+                    ) from None
+                return JsonReply(
+                    status, data, ctype, resp.headers.get("X-Routstr-Cost-Msats"), usage
+                )
         except AttemptFailed:
             raise
         except BaseException as exc:

@@ -38,12 +38,26 @@ _completion_decoder = msgspec.json.Decoder(_Completion)
 chunk_decoder = msgspec.json.Decoder(Chunk)
 
 
+class NotACompletion(ValueError):
+    """The body is not a JSON object."""
+
+
 def completion_usage(body: bytes) -> Usage | None:
-    """``usage`` of a non-streaming completion, or None when absent or unreadable."""
+    """``usage`` of a non-streaming completion (None when absent or oddly typed), decoded in
+    the same pass that checks the body is a JSON object. Raises :class:`NotACompletion`."""
     try:
         return _completion_decoder.decode(body).usage
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except msgspec.DecodeError:
+        raise NotACompletion("not valid JSON") from None
+    except msgspec.ValidationError:
+        pass
+    try:  # valid JSON but not the shape we read: only a non-object is fatal
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise NotACompletion("not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise NotACompletion("not a JSON object")
+    return None
 
 
 def provider_cost_sats(usage: Usage | None, header_msats: str | None) -> Decimal | None:

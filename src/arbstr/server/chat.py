@@ -40,7 +40,7 @@ from arbstr.server.http import (
     send_error,
 )
 from arbstr.upstream import AttemptFailed, JsonReply, StreamReply
-from arbstr.usage import Usage, completion_usage, provider_cost_sats
+from arbstr.usage import Usage, provider_cost_sats
 
 log = logging.getLogger("arbstr.chat")
 
@@ -274,7 +274,7 @@ class ChatHandler:
             self._record_error(ex, err.status, err.message)
             return
 
-        usage = completion_usage(reply.body)
+        usage = reply.usage
         in_tok, out_tok = _tokens(usage, ex.est_input_tokens, None)
         cost = cost_sats(cand.rates, in_tok, out_tok)
         latency = ex.elapsed_ms()
