@@ -28,6 +28,7 @@ class AttemptLog:
     """Failed attempts so far, per provider in order of first failure."""
 
     failures: dict[str, int] = field(default_factory=dict)
+    tried: int = 0  # attempts sent, successful or not
     last_failure: AttemptFailed | None = None
     possibly_billed: bool = False
     upstream_wait_s: float = 0.0  # time spent waiting on upstreams (for overhead)
@@ -93,6 +94,7 @@ async def run_with_retries(
                 raise _deadline(log)
             if on_candidate is not None:
                 on_candidate(cand)
+            log.tried += 1
             t0 = time.monotonic()
             try:
                 result = await attempt(cand, remaining)

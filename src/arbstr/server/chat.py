@@ -458,7 +458,7 @@ class ChatHandler:
                 success=success,
                 error_status=error_status,
                 error_message=error_message,
-                attempts=ex.attempts.count + (1 if ex.provider is not None else 0),
+                attempts=max(1, ex.attempts.tried),
             )
         )
         if log.isEnabledFor(logging.INFO):

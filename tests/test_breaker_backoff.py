@@ -1,0 +1,137 @@
+"""Unit tests: circuit breaker transitions, backoff with jitter, Retry-After parsing."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from arbstr.config import RetrySettings
+from arbstr.executor import AttemptLog, backoff_delay
+from arbstr.health import HealthBoard
+from arbstr.upstream import AttemptFailed, parse_retry_after
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_threshold_and_half_opens_after_cooldown() -> None:
+    clock = Clock()
+    hb = HealthBoard(["a"], failure_threshold=3, cooldown_s=30, clock=clock)
+    for _ in range(2):
+        assert hb.acquire("a")
+        hb.record_failure("a")
+    assert hb.state("a") == "closed"
+    assert hb.acquire("a")
+    hb.record_failure("a")
+    assert hb.state("a") == "open"
+    assert not hb.available("a") and not hb.acquire("a")
+    clock.now += 29.9
+    assert not hb.acquire("a")
+    clock.now += 0.2
+    assert hb.state("a") == "half_open" and hb.available("a")
+    assert hb.acquire("a")  # the single probe
+    assert not hb.acquire("a")  # nobody else while it is out
+    hb.record_success("a", 12.0)
+    assert hb.state("a") == "closed" and hb.acquire("a") and hb.acquire("a")
+    assert hb.snapshot()["a"] == {
+        "state": "closed",
+        "consecutive_failures": 0,
+        "latency_ms_avg": 12.0,
+    }
+
+
+def test_failed_probe_reopens_for_a_full_cooldown() -> None:
+    clock = Clock()
+    hb = HealthBoard(["a"], failure_threshold=2, cooldown_s=10, clock=clock)
+    hb.record_failure("a")
+    hb.record_failure("a")
+    clock.now += 10
+    assert hb.acquire("a")
+    hb.record_failure("a")
+    assert hb.state("a") == "open"
+    clock.now += 9
+    assert not hb.acquire("a")
+
+
+def test_retry_after_longer_than_cooldown_extends_it() -> None:
+    clock = Clock()
+    hb = HealthBoard(["a"], failure_threshold=1, cooldown_s=5, clock=clock)
+    hb.record_failure("a", retry_after_s=60)
+    clock.now += 59
+    assert hb.state("a") == "open"
+    clock.now += 1
+    assert hb.state("a") == "half_open"
+
+
+def test_released_probe_can_be_taken_again() -> None:
+    clock = Clock()
+    hb = HealthBoard(["a"], failure_threshold=1, cooldown_s=1, clock=clock)
+    hb.record_failure("a")
+    clock.now += 1
+    assert hb.acquire("a")
+    hb.release("a")
+    assert hb.acquire("a")
+
+
+def test_latency_moving_average() -> None:
+    hb = HealthBoard(["a"])
+    hb.record_success("a", 100.0)
+    hb.record_success("a", 200.0)
+    assert hb.latency_ms["a"] == 120.0  # 100 + 0.2 * (200 - 100)
+
+
+@given(
+    attempt=st.integers(1, 12),
+    base=st.floats(0, 2000),
+    cap=st.floats(0, 10000),
+    seed=st.integers(0, 2**32),
+)
+def test_backoff_is_exponential_capped_with_25pct_jitter(
+    attempt: int, base: float, cap: float, seed: int
+) -> None:
+    s = RetrySettings(backoff_base_ms=base, backoff_max_ms=cap)
+    d = backoff_delay(attempt, s, random.Random(seed)) * 1000
+    nominal = min(base * 2 ** (attempt - 1), cap)
+    assert nominal * 0.75 - 1e-9 <= d <= nominal * 1.25 + 1e-9
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-4") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = 1_800_000_000.0
+    date = email.utils.formatdate(now + 42, usegmt=True)
+    got = parse_retry_after(date, now=now)
+    assert got is not None and abs(got - 42) < 1
+    past = email.utils.formatdate(now - 100, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+
+
+def test_attempt_log_header_keeps_provider_order() -> None:
+    log = AttemptLog()
+    assert log.header() is None
+    log.add("beta", AttemptFailed("connect", "x"))
+    log.add("alpha", AttemptFailed("status", "y", status=503))
+    log.add("beta", AttemptFailed("timeout", "z"))
+    assert log.header() == "2/beta, 1/alpha"
+    assert log.count == 3 and log.possibly_billed
+
+
+def test_failure_classes() -> None:
+    assert AttemptFailed("status", "", status=400).passes_through
+    assert AttemptFailed("status", "", status=404).passes_through
+    for code in (429, 500, 502, 503, 504):
+        assert not AttemptFailed("status", "", status=code).passes_through
+    assert not AttemptFailed("connect", "").possibly_billed
+    assert AttemptFailed("timeout", "").possibly_billed
+    assert AttemptFailed("invalid", "").possibly_billed
