@@ -1,13 +1,14 @@
 """TOML configuration -> typed, validated :class:`Config`.
 
 Every error names the file, the field and the reason (``config.toml: providers[1].output_rate:
-Expected `float` >= 0.0, got `-1```). Secrets (`api_key`, `auth_token`) are expanded from
+Expected `float` >= 0.0``). Secrets (`api_key`, `auth_token`) are expanded from
 ``${VAR}``, resolved by convention from ``ARBSTR_<NAME>_API_KEY`` and only ever shown masked.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -236,8 +237,18 @@ def parse_listen(value: str, *, where: str) -> tuple[str, int]:
         host, sep, rest = value[1:].partition("]:")
     else:
         host, sep, rest = value.rpartition(":")
-    if not sep or not host or not rest.isdigit() or not 0 <= int(rest) <= 65535:
-        raise ConfigError(f"{where}: expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+        if ":" in host:  # an IPv6 address must be bracketed, else the port is ambiguous
+            sep = ""
+    # isascii: str.isdigit() accepts e.g. "²" (int() then raises ValueError) and "١٢٣"
+    if (
+        not sep
+        or not host
+        or not (rest.isascii() and rest.isdigit())
+        or not 0 <= int(rest) <= 65535
+    ):
+        raise ConfigError(
+            f"{where}: expected HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got {value!r}"
+        )
     return host, int(rest)
 
 
@@ -251,14 +262,14 @@ def _expand(value: str, where: str, env: Mapping[str, str]) -> str:
     return _ENV_REF.sub(sub, value)
 
 
-def _msgspec_error(exc: msgspec.ValidationError) -> str:
+def _msgspec_error(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str:
     """Turn msgspec's ``Reason - at `$.a.b[1]``` into ``a.b[1]: Reason``."""
     text = str(exc)
     reason, sep, path = text.rpartition(" - at `$")
     if not sep:
         reason, path = text, ""
     else:
-        path = path.rstrip("`").lstrip(".")
+        path = _name_model_rates_key(path.rstrip("`").lstrip("."), data)
     m = re.match(r"Object contains unknown field `([^`]*)`", reason)
     if m:
         key = m.group(1)
@@ -268,6 +279,44 @@ def _msgspec_error(exc: msgspec.ValidationError) -> str:
         key = m.group(1)
         return f"{path + '.' if path else ''}{key}: required key is missing"
     return f"{path or '(top level)'}: {reason}"
+
+
+def _name_model_rates_key(path: str, data: Mapping[str, Any]) -> str:
+    """msgspec spells a dict key as ``[...]``; name the ``model_rates`` entry at fault."""
+    m = re.match(r"providers\[(\d+)\]\.model_rates\[\.\.\.\]", path)
+    if m is None:
+        return path
+    try:
+        entries = data["providers"][int(m.group(1))]["model_rates"]
+        for model, entry in entries.items():
+            try:
+                msgspec.convert(entry, type=ModelRateSection)
+            except msgspec.ValidationError:
+                return path.replace("[...]", f"[{model!r}]", 1)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return path
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first ``inf``/``nan`` float (TOML allows both) in parsed config data."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if path.endswith("model_rates"):  # keyed by model name, spelt as in other errors
+                sub = f"{path}[{k!r}]"
+            else:
+                sub = f"{path}.{k}" if path else str(k)
+            found = _non_finite(v, sub)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,10 +379,14 @@ def config_from_data(
     try:
         fc = msgspec.convert(data, type=FileConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_msgspec_error(exc)}") from None
+        raise ConfigError(f"{source}: {_msgspec_error(exc, data)}") from None
 
     def fail(where: str, reason: str) -> ConfigError:
         return ConfigError(f"{source}: {where}: {reason}")
+
+    bad = _non_finite(data, "")
+    if bad is not None:  # inf passes msgspec's ``ge=0`` and would break the cost arithmetic
+        raise fail(bad, "must be a finite number")
 
     # server
     host, port = parse_listen(fc.server.listen, where=f"{source}: server.listen")

@@ -1,0 +1,131 @@
+"""Policy selection (arbstr.policy): header, then keywords in the last user message, then
+the default rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arbstr.config import Policies, config_from_data
+from arbstr.errors import InvalidRequest
+from arbstr.policy import select_policy
+
+
+def policies(rules: list[dict[str, Any]], default_strategy: str = "lowest_cost") -> Policies:
+    data = {"policies": {"default_strategy": default_strategy, "rules": rules}}
+    return config_from_data(data, source="<test>", env={}).policies
+
+
+POLICIES = policies(
+    [
+        {"name": "code_generation", "keywords": ["Code", "function", "implement"]},
+        {"name": "summaries", "keywords": ["summarize", "tl;dr"]},
+        {"name": "broad", "keywords": ["e"]},
+        {"name": "header_only", "keywords": []},
+    ]
+)
+
+
+# --- the X-Arbstr-Policy header ------------------------------------------------------------
+
+
+def test_header_names_a_rule() -> None:
+    rule = select_policy(POLICIES, "summaries", None)
+    assert rule.name == "summaries"
+    assert rule is POLICIES.by_name["summaries"]
+
+
+def test_header_default_is_accepted() -> None:
+    assert select_policy(POLICIES, "default", "implement it") is POLICIES.default
+    assert POLICIES.default.name == "default"
+
+
+def test_header_wins_over_keywords() -> None:
+    assert select_policy(POLICIES, "header_only", "write code to summarize").name == "header_only"
+
+
+def test_header_surrounding_whitespace_is_ignored() -> None:
+    assert select_policy(POLICIES, "  summaries ", None).name == "summaries"
+
+
+@pytest.mark.parametrize("name", ["nope", "", "Summaries", "code generation"])
+def test_unknown_header_is_a_400_naming_the_known_policies(name: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        select_policy(POLICIES, name, "write some code")
+    err = info.value
+    assert err.status == 400
+    assert err.code == "unknown_policy"
+    assert err.type == "invalid_request_error"
+    assert repr(name.strip()) in err.message
+    for known in ("broad", "code_generation", "default", "header_only", "summaries"):
+        assert known in err.message
+    assert b'"code":"unknown_policy"' in err.body()
+
+
+# --- keywords ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["please write CODE", "Implement a parser", "a FuNcTiOn please", "encode this"],
+)
+def test_keyword_match_is_case_insensitive_substring(text: str) -> None:
+    assert select_policy(POLICIES, None, text).name == "code_generation"
+
+
+def test_first_matching_rule_wins() -> None:
+    # "summarize" (rule 2) and "e" (rule 3) both occur; "code" (rule 1) does too
+    assert select_policy(POLICIES, None, "summarize the code").name == "code_generation"
+    assert select_policy(POLICIES, None, "summarize these").name == "summaries"
+    assert select_policy(POLICIES, None, "hello").name == "broad"
+
+
+def test_rule_order_not_keyword_order_decides() -> None:
+    p = policies(
+        [
+            {"name": "first", "keywords": ["zzz", "apple"]},
+            {"name": "second", "keywords": ["a"]},
+        ]
+    )
+    # "a" occurs earlier in the text, but the first rule matches too and comes first
+    assert select_policy(p, None, "a big apple").name == "first"
+
+
+@pytest.mark.parametrize("text", [None, "", "xyz", "123 !?"])
+def test_no_keyword_means_default(text: str | None) -> None:
+    assert select_policy(POLICIES, None, text) is POLICIES.default
+
+
+def test_default_rule_carries_the_default_strategy() -> None:
+    p = policies([{"name": "r", "keywords": ["x"]}], default_strategy="lowest_latency")
+    assert select_policy(p, None, "nothing").strategy == "lowest_latency"
+    assert select_policy(p, None, "x").strategy == "lowest_latency"  # inherits
+
+
+def test_no_rules_at_all() -> None:
+    p = policies([])
+    assert select_policy(p, None, "code code code") is p.default
+    assert select_policy(p, "default", None) is p.default
+    with pytest.raises(InvalidRequest):
+        select_policy(p, "code_generation", None)
+
+
+words = st.text(alphabet="bcdfghjklmnpqrstvwxyz ", max_size=40)
+
+
+@settings(max_examples=50)
+@given(before=words, after=words, data=st.data())
+def test_keyword_anywhere_in_any_case_selects_the_rule(
+    before: str, after: str, data: st.DataObject
+) -> None:
+    p = policies([{"name": "kw", "keywords": ["Deploy"]}])
+    cased = "".join(
+        c.upper() if data.draw(st.booleans(), label=f"upper {i}") else c
+        for i, c in enumerate("deploy")
+    )
+    assert select_policy(p, None, before + cased + after).name == "kw"
+    # the same words without the keyword (its vowels are not in the alphabet) never match
+    assert select_policy(p, None, before + after) is p.default
