@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,6 +13,8 @@ from arbstr.config import Config, load_config, resolve_config_path
 from arbstr.errors import ConfigError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from rich.console import Console
 
 app = typer.Typer(
@@ -34,8 +37,16 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _esc(text: str) -> str:
+    """Escape config-supplied text (paths, urls, model names) for Rich markup, which would
+    otherwise swallow ``[abc]`` or crash on ``[/x]``."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True)
+    _console(stderr=True).print(f"[bold red]error:[/] {_esc(message)}", markup=True)
     return typer.Exit(code)
 
 
@@ -46,10 +57,14 @@ def _load(config: str | None) -> Config:
         raise _fail(str(exc)) from None
 
 
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _warn(cfg: Config) -> None:
     err = _console(stderr=True)
     for w in cfg.warnings:
-        err.print(f"[yellow]warning:[/] {w}", markup=True)
+        err.print(f"[yellow]warning:[/] {_esc(w)}", markup=True)
 
 
 @app.command()
@@ -99,6 +114,10 @@ def serve(
     except ConfigError as exc:
         listener.stop()
         raise _fail(str(exc)) from None
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the handler that was in
+    # place before: the default one would kill the process (exit -15) before the `finally`
+    # blocks below and in the runner (mocks, request log, log queue) have run.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         run(serve_async(cfg, mock=mock, listen=None))
     except KeyboardInterrupt:
@@ -113,15 +132,17 @@ def check(config: ConfigOpt = None) -> None:
     cfg = _load(config)
     out = _console()
     s = cfg.server
-    out.print(f"[green]✓[/] {cfg.source} is valid", markup=True)
+    out.print(f"[green]✓[/] {_esc(cfg.source)} is valid", markup=True)
     out.print(
         f"  listen {s.host}:{s.port}, auth {'on' if s.auth_token else 'off'},"
         f" {len(cfg.providers)} provider(s), {len(cfg.policies.rules)} rule(s),"
-        f" default strategy {cfg.policies.default.strategy}"
+        f" default strategy {cfg.policies.default.strategy}",
+        markup=False,
     )
     for p in cfg.providers:
         models = ", ".join(p.model_order) if p.models is not None else "any model"
-        out.print(f"  provider {p.name}: key from {p.key_source} ({p.masked_key}); {models}")
+        key = f" ({p.masked_key})" if p.api_key else ""
+        out.print(f"  provider {p.name}: key from {p.key_source}{key}; {models}", markup=False)
     _warn(cfg)
 
 
@@ -131,7 +152,7 @@ def providers(config: ConfigOpt = None) -> None:
     from rich.table import Table
 
     cfg = _load(config)
-    table = Table(title=f"providers ({cfg.source})")
+    table = Table(title=f"providers ({_esc(cfg.source)})")
     for col in ("provider", "url", "model", "in/1k", "out/1k", "base fee", "key", "key source"):
         table.add_column(col, justify="right" if col in ("in/1k", "out/1k", "base fee") else "left")
     for p in cfg.providers:
@@ -139,18 +160,224 @@ def providers(config: ConfigOpt = None) -> None:
         extra = [m for m in p.model_rates if m not in models]
         for i, m in enumerate(models + extra):
             r = p.rates_for(m) if m != "(any)" else p.rates
-            table.add_row(
+            cells = (
                 p.name if i == 0 else "",
                 p.url if i == 0 else "",
                 m,
-                f"{r.input_rate}",
-                f"{r.output_rate}",
-                f"{r.base_fee}",
+                f"{r.input_rate:f}",  # :f, else 1e-07 prints as "1E-7"
+                f"{r.output_rate:f}",
+                f"{r.base_fee:f}",
                 p.masked_key if i == 0 else "",
                 p.key_source if i == 0 else "",
             )
-    _console().print(table)
+            table.add_row(*(_esc(c) for c in cells))
+    out = _console()
+    if not out.is_terminal:  # piped: don't squeeze the table into 80 columns and cut cells
+        out.width = 10_000  # the table is not expanded: it stays as wide as its content
+    out.print(table)
     _warn(cfg)
+
+
+# --- the request log ---------------------------------------------------------------------
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="SQLite request log [default: $ARBSTR_DB, [database].path, ./arbstr.db]"
+    ),
+]
+RangeOpt = Annotated[
+    str | None,
+    typer.Option("--range", help="last_1h | last_24h | last_7d | last_30d"),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="ISO 8601, e.g. 2024-05-01T12:00:00Z (no offset = UTC)"),
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO 8601 (inclusive)")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="only this model")]
+ProviderOpt = Annotated[str | None, typer.Option("--provider", help="only this provider")]
+PolicyOpt = Annotated[str | None, typer.Option("--policy", help="only this policy")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the /v1/… JSON instead of a table")]
+
+
+def _db_path(db: str | None, config: str | None) -> str:
+    """``--db``, else ``$ARBSTR_DB``, else ``[database].path`` of the config file if there is
+    one, else ``./arbstr.db``. Only ``[database]`` is read: no provider key is needed here."""
+    import tomllib
+
+    from arbstr.config import DEFAULT_DB_PATH
+
+    if db:
+        return db
+    if os.environ.get("ARBSTR_DB"):
+        return os.environ["ARBSTR_DB"]
+    path = resolve_config_path(config)
+    explicit = config is not None or bool(os.environ.get("ARBSTR_CONFIG"))
+    if not explicit and not path.is_file():
+        return DEFAULT_DB_PATH
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise _fail(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise _fail(f"{path}: cannot read config file: {exc}") from None
+    section = data.get("database", {})
+    value = section.get("path") if isinstance(section, dict) else None
+    if value is not None and not isinstance(value, str):
+        raise _fail(f"{path}: database.path: expected a string")
+    return value or DEFAULT_DB_PATH
+
+
+def _report(
+    db: str | None,
+    config: str | None,
+    params: dict[str, str | None],
+    kind: str,
+    as_json: bool,
+    group_by: str | None = None,
+) -> None:
+    import json
+
+    from arbstr.errors import DatabaseUnavailable, InvalidParameter
+    from arbstr.storage import queries
+
+    path = _db_path(db, config)
+    given = {k: v for k, v in params.items() if v is not None}
+    try:
+        if kind == "stats":
+            result = queries.read_stats(path, queries.parse_stats_params(given))
+        else:
+            result = queries.read_requests(path, queries.parse_requests_params(given))
+    except InvalidParameter as exc:
+        raise _fail(f"--{exc.param.replace('_', '-')}: {exc.reason}") from None
+    except DatabaseUnavailable as exc:
+        raise _fail(exc.message) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from arbstr.reports import requests_table, stats_table
+
+    out = _console()
+    if kind == "stats":
+        out.print(stats_table(result, group_by))
+    else:
+        out.print(requests_table(result, short_ids=out.width < 150))
+
+
+@app.command()
+def stats(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    range_: RangeOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    model: ModelOpt = None,
+    provider: ProviderOpt = None,
+    policy: PolicyOpt = None,
+    group_by: Annotated[
+        str | None, typer.Option("--group-by", "-g", help="model | provider | policy")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
+    params = {
+        "range": range_,
+        "since": since,
+        "until": until,
+        "model": model,
+        "provider": provider,
+        "policy": policy,
+        "group_by": group_by,
+    }
+    _report(db, config, params, "stats", as_json, group_by)
+
+
+@app.command()
+def requests(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    range_: RangeOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    model: ModelOpt = None,
+    provider: ProviderOpt = None,
+    policy: PolicyOpt = None,
+    success: Annotated[
+        bool | None, typer.Option("--success/--failed", help="only successes / only failures")
+    ] = None,
+    streaming: Annotated[
+        bool | None,
+        typer.Option("--streaming/--non-streaming", help="only streams / only non-streams"),
+    ] = None,
+    page: Annotated[int, typer.Option("--page", help="1, 2, …")] = 1,
+    per_page: Annotated[int, typer.Option("--per-page", help="1 to 100")] = 20,
+    sort: Annotated[
+        str, typer.Option("--sort", help="timestamp | cost_sats | latency_ms")
+    ] = "timestamp",
+    order: Annotated[str, typer.Option("--order", help="asc | desc")] = "desc",
+    as_json: JsonOpt = False,
+) -> None:
+    """The request log, newest first (as GET /v1/requests; default all time)."""
+    params = {
+        "range": range_,
+        "since": since,
+        "until": until,
+        "model": model,
+        "provider": provider,
+        "policy": policy,
+        "success": None if success is None else str(success).lower(),
+        "streaming": None if streaming is None else str(streaming).lower(),
+        "page": str(page),
+        "per_page": str(per_page),
+        "sort": sort,
+        "order": order,
+    }
+    _report(db, config, params, "requests", as_json)
+
+
+@app.command()
+def discover(
+    relay: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--relay",
+            "-r",
+            help="Nostr relay, ws:// or wss://; repeat for several [default: a few public relays]",
+        ),
+    ] = None,
+    toml: Annotated[
+        bool, typer.Option("--toml", help="Print [[providers]] blocks to paste into config.toml")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds allowed each relay and each node")
+    ] = 5.0,
+) -> None:
+    """Find Routstr nodes announced on Nostr and compare their prices (sats per 1k tokens)."""
+    import asyncio
+
+    from arbstr.discover import DEFAULT_RELAYS, render_tables, render_toml
+    from arbstr.discover import discover as find_nodes
+
+    relays = relay or list(DEFAULT_RELAYS)
+    found = asyncio.run(find_nodes(relays, timeout_s=timeout))
+    err = _console(stderr=True)
+    for url, reason in found.relay_errors.items():
+        err.print(f"[yellow]warning:[/] relay {_esc(url)}: {_esc(reason)}", markup=True)
+    if found.dropped_events:
+        err.print(f"note: dropped {found.dropped_events} invalid event(s)", markup=False)
+    if not found.any_relay_answered:
+        raise _fail(f"no relay answered (tried {len(relays)}); name reachable ones with --relay")
+    if toml:
+        print(render_toml(found), end="")
+        return
+    out = _console()
+    if not out.is_terminal:  # piped: don't squeeze the tables into 80 columns
+        out.width = 10_000
+    if not found.nodes:
+        out.print("no Routstr node announcements found", markup=False)
+    for table in render_tables(found) if found.nodes else ():
+        out.print(table)
 
 
 @app.command()

@@ -94,6 +94,25 @@ class DeadlineExceeded(ArbstrError):
     code = "timeout"
 
 
+class InvalidParameter(InvalidRequest):
+    """A query parameter (or the CLI option that mirrors it) has a bad value (400)."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"invalid query parameter '{param}': {reason}")
+        self.param = param
+        self.reason = reason
+
+
+class DatabaseUnavailable(ArbstrError):
+    """The request log cannot be read (missing, unreadable, or of a newer schema) (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "database_unavailable"
+
+
 class ConfigError(Exception):
     """A configuration problem; the message names the file, the field and the reason."""
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import uvicorn
 
-from arbstr.config import Config, config_from_data
+from arbstr.config import DEFAULT_DB_PATH, Config, config_from_data
 from arbstr.errors import ConfigError
 from arbstr.mock import MockProvider, mock_config_data, start_mock_providers
 from arbstr.server import App, Gateway
+from arbstr.storage import Store
 
 log = logging.getLogger("arbstr")
 
@@ -49,7 +50,9 @@ async def serve(config: Config | None, *, mock: bool, listen: str | None) -> Non
         config = config.with_listen(listen)
     for w in config.warnings:
         log.warning("%s", w)
-    gw = Gateway(config)
+    # never raises for database trouble: the proxy then serves without a request log
+    store = await asyncio.to_thread(Store.open, config.db_path or DEFAULT_DB_PATH)
+    gw = Gateway(config, sink=store)
     uv = uvicorn.Config(
         App(gw),
         host=config.server.host,
@@ -72,6 +75,7 @@ async def serve(config: Config | None, *, mock: bool, listen: str | None) -> Non
     try:
         await server.serve()
     finally:
+        await asyncio.to_thread(store.close)  # normally done at lifespan shutdown; idempotent
         for m in mocks:
             await m.close()
 

@@ -36,7 +36,17 @@ async def health(gw: Gateway, send: Send) -> None:
         status, code = "degraded", 200
     else:
         status, code = "ok", 200
-    await send_json(send, code, {"status": status, "providers": providers})
+    store = gw.store
+    await send_json(
+        send,
+        code,
+        {
+            "status": status,
+            "providers": providers,
+            "database": "ok" if store is not None and store.available else "unavailable",
+            "log_dropped": store.dropped if store is not None else 0,
+        },
+    )
 
 
 async def providers(gw: Gateway, send: Send) -> None:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from arbstr.errors import AuthError, MethodNotAllowed, NotFound
-from arbstr.server import admin
+from arbstr.server import admin, stats
 from arbstr.server.chat import ChatHandler
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Receive, Scope, Send, check_bearer, send_error
@@ -19,6 +19,11 @@ _GET_ROUTES: dict[str, AdminRoute] = {
     "/health": admin.health,
     "/providers": admin.providers,
     "/v1/models": admin.models,
+}
+# routes that read the query string
+_QUERY_ROUTES: dict[str, Callable[[Gateway, Scope, Send], Awaitable[None]]] = {
+    "/v1/stats": stats.stats,
+    "/v1/requests": stats.requests,
 }
 _PUBLIC = frozenset({"/health"})
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -47,8 +52,10 @@ class App:
 
     async def _admin(self, scope: Scope, path: str, send: Send) -> None:
         gw = self.gateway
-        handler = _GET_ROUTES.get(path.rstrip("/") or path)
-        if handler is None:
+        key = path.rstrip("/") or path
+        handler = _GET_ROUTES.get(key)
+        query_handler = _QUERY_ROUTES.get(key)
+        if handler is None and query_handler is None:
             await send_error(send, NotFound(f"no route for {scope['method']} {path}"))
             return
         if scope["method"] not in ("GET", "HEAD"):
@@ -61,7 +68,10 @@ class App:
         ):
             await send_error(send, AuthError("missing or invalid bearer token for arbstr"))
             return
-        await handler(gw, send)
+        if query_handler is not None:
+            await query_handler(gw, scope, send)
+        elif handler is not None:
+            await handler(gw, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

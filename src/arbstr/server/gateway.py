@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from arbstr.config import Config
 from arbstr.health import HealthBoard
 from arbstr.records import MemorySink, RatioBook, RecordSink
+from arbstr.storage import Store
 from arbstr.upstream import UpstreamClient
 
 
@@ -32,7 +34,12 @@ class Gateway:
             cooldown_s=config.retry.breaker_cooldown_s,
         )
         self.sink: RecordSink = sink if sink is not None else MemorySink()
-        self.ratios = ratios if ratios is not None else RatioBook()
+        # a Store sink is the request log: /health, /v1/stats, /v1/requests and the
+        # persisted learned ratios use it; close() flushes it
+        self.store: Store | None = sink if isinstance(sink, Store) else None
+        if ratios is None:
+            ratios = self.store.ratios if self.store is not None else RatioBook()
+        self.ratios = ratios
         self.rng = rng or random.Random()
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
 
@@ -40,4 +47,8 @@ class Gateway:
         await self.upstream.start()
 
     async def close(self) -> None:
-        await self.upstream.close()
+        try:
+            await self.upstream.close()
+        finally:
+            if self.store is not None:
+                await asyncio.to_thread(self.store.close)  # writes every queued row

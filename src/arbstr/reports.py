@@ -1,0 +1,109 @@
+"""Rich tables for ``arbstr stats`` and ``arbstr requests``, built from the same result
+dicts that ``/v1/stats`` and ``/v1/requests`` return (see :mod:`arbstr.storage.queries`).
+Imported only by those commands, so rich stays out of ``serve``'s start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+
+def _num(value: float | int | None, decimals: int = 0) -> str:
+    if value is None:
+        return "-"
+    if decimals:
+        return f"{value:,.{decimals}f}"
+    return f"{value:,}"
+
+
+def _stats_cells(name: str, g: dict[str, Any]) -> list[str]:
+    c, k, p = g["counts"], g["costs"], g["performance"]
+    return [
+        escape(name),
+        _num(c["total"]),
+        _num(c["success"]),
+        _num(c["error"]),
+        _num(c["streaming"]),
+        _num(k["total_cost_sats"], 3),
+        _num(k["total_input_tokens"]),
+        _num(k["total_output_tokens"]),
+        _num(p["avg_latency_ms"], 1),
+        _num(p["p50_latency_ms"]),
+        _num(p["p95_latency_ms"]),
+    ]
+
+
+def stats_table(result: dict[str, Any], group_by: str | None) -> Table:
+    since = result.get("since") or "the beginning"
+    until = result.get("until") or "now"
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"arbstr requests, {since} to {until}",
+        caption="latency (ms) of successful requests; p50/p95 are nearest-rank",
+    )
+    table.add_column(group_by or "", no_wrap=True)
+    for col in ("reqs", "ok", "err", "stream", "sats", "in tok", "out tok", "avg", "p50", "p95"):
+        table.add_column(col, justify="right", no_wrap=True)
+    groups: dict[str, Any] = result.get("groups") or {}
+    for name, g in sorted(
+        groups.items(), key=lambda kv: (-kv[1]["costs"]["total_cost_sats"], kv[0])
+    ):
+        table.add_row(*_stats_cells(name, g))
+    if groups:
+        table.add_section()
+    table.add_row(*_stats_cells("total", result), style="bold")
+    return table
+
+
+def _when(ts: str, short: bool) -> str:
+    """``2024-05-01T12:00:00.123Z`` -> ``2024-05-01 12:00:00`` (short: ``05-01 12:00:00``)."""
+    return ts[5 if short else 0 : 19].replace("T", " ")
+
+
+def requests_table(result: dict[str, Any], *, short_ids: bool = False) -> Table:
+    """``short_ids``: the first 8 characters of each request id (enough to grep the logs)."""
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title="arbstr request log",
+        caption=(
+            f"page {result['page']} of {result['total_pages']}"
+            f" ({result['per_page']} per page), {result['total']} request(s)"
+        ),
+    )
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("request", no_wrap=True)
+    for col in ("model", "provider", "policy"):
+        table.add_column(col, overflow="fold")
+    table.add_column("stream", no_wrap=True)
+    for col in ("tokens", "sats", "ms"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("result")
+    for r in result["data"]:
+        err = r["error"]
+        tokens = r["tokens"]
+        if err is None:
+            outcome = "ok"
+        else:
+            status = err.get("status") or "error"
+            message = err.get("message") or ""
+            outcome = f"[red]{status}[/] {escape(message)}".rstrip()
+        table.add_row(
+            _when(r["timestamp"], short_ids),
+            escape(r["request_id"][:8] if short_ids else r["request_id"]),
+            escape(r["model"] or "-"),
+            escape(r["provider"] or "-"),
+            escape(r["policy"] or "-"),
+            "yes" if r["streaming"] else "no",
+            f"{_num(tokens['input'])}/{_num(tokens['output'])}",
+            _num(r["cost"]["sats"], 3),
+            _num(r["timing"]["latency_ms"]),
+            outcome,
+        )
+    return table

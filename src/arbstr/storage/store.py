@@ -1,0 +1,386 @@
+"""The request log's write side: a :class:`~arbstr.records.RecordSink` backed by SQLite.
+
+The request path only calls :meth:`Store.submit`, which puts the record on an in-memory
+queue (a ``SimpleQueue`` put, ~0.2 µs) or, when the queue is full, drops it and counts it.
+One writer thread drains the queue and writes each batch (up to ``batch_size`` items) in
+one transaction with ``executemany``. Learned token ratios go through the same queue.
+
+A database that cannot be opened or written never breaks proxying: rows are then dropped
+and counted, a warning is logged once per outage, and :attr:`Store.available` is false.
+The writer tries to (re)open an unopened database at most every ``reopen_interval_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from arbstr.records import RatioBook, RequestRecord
+from arbstr.storage.schema import SchemaTooNew, migrate, user_version
+
+log = logging.getLogger("arbstr.storage")
+
+DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 500
+MAX_ERROR_MESSAGE = 2000
+
+INSERT_REQUEST = """
+INSERT OR IGNORE INTO requests (
+    request_id, timestamp, model, provider, policy, streaming, input_tokens, output_tokens,
+    cost_sats, provider_cost_sats, latency_ms, ttft_ms, stream_duration_ms, success,
+    error_status, error_message, attempts
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+UPSERT_RATIO = """
+INSERT INTO token_ratios (policy, model, avg_ratio, sample_count) VALUES (?, ?, ?, ?)
+ON CONFLICT (policy, model) DO UPDATE SET
+    avg_ratio = excluded.avg_ratio, sample_count = excluded.sample_count
+"""
+
+Row = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ratio:
+    policy: str
+    model: str
+    avg_ratio: float
+    sample_count: int
+
+
+class _Stop:
+    pass
+
+
+_STOP = _Stop()
+_Item = RequestRecord | _Ratio | threading.Event | _Stop
+
+
+def _sats(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def record_row(r: RequestRecord) -> Row:
+    """A record as the parameters of :data:`INSERT_REQUEST`."""
+    message = r.error_message
+    if message is not None and len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
+    return (
+        r.request_id,
+        r.timestamp,
+        r.model,
+        r.provider,
+        r.policy,
+        int(r.streaming),
+        r.input_tokens,
+        r.output_tokens,
+        _sats(r.cost_sats),
+        _sats(r.provider_cost_sats),
+        r.latency_ms,
+        r.ttft_ms,
+        r.stream_duration_ms,
+        int(r.success),
+        r.error_status,
+        message,
+        r.attempts,
+    )
+
+
+class StoredRatios(RatioBook):
+    """A :class:`RatioBook` whose every change is queued for the database."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self._store = store
+
+    def observe(self, policy: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        key = (policy, model)
+        before = self._ratios.get(key)
+        super().observe(policy, model, input_tokens, output_tokens)
+        after = self._ratios.get(key)
+        if after is not None and after is not before:
+            self._store._put(_Ratio(policy, model, after[0], after[1]))
+
+
+def connect_writer(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    """Open ``path`` for writing, in WAL mode, migrated, and prove that it is writable."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("%s: WAL journal mode not available (got %s)", path, mode)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = migrate(conn, path)
+        # A read-only file opens fine and even lets BEGIN IMMEDIATE through; a write proves it.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version = {version:d}")
+        finally:
+            conn.execute("ROLLBACK")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Store:
+    """SQLite request log: a non-blocking :class:`RecordSink` with one writer thread."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        busy_timeout_s: float = 5.0,
+        reopen_interval_s: float = 30.0,
+    ) -> None:
+        """Use :meth:`open`; this constructor does no I/O and starts no thread."""
+        self.path = path
+        self.ratios: RatioBook = StoredRatios(self)
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._busy_timeout_s = busy_timeout_s
+        self._reopen_interval_s = reopen_interval_s
+        self._conn: sqlite3.Connection | None = None
+        self._available = False
+        self._error: str | None = None
+        self._next_open = 0.0
+        self._dropped_submit = 0  # queue full or closed; written only by the event loop
+        self._dropped_write = 0  # written only by the writer thread
+        self._written = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="arbstr-db-writer", daemon=True)
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        busy_timeout_s: float = 5.0,
+        reopen_interval_s: float = 30.0,
+    ) -> Store:
+        """Open (creating and migrating as needed) the database and start the writer.
+
+        Never raises for database problems: the store is then unavailable, rows are dropped
+        and counted, and a warning says why. Blocking: call it before serving, or in a thread.
+        """
+        store = cls(
+            path,
+            queue_size=queue_size,
+            batch_size=batch_size,
+            busy_timeout_s=busy_timeout_s,
+            reopen_interval_s=reopen_interval_s,
+        )
+        store._try_open()
+        store._thread.start()
+        return store
+
+    # -- the request path ---------------------------------------------------------------------
+
+    def submit(self, record: RequestRecord) -> None:
+        """Queue a record; never blocks, never raises. A full queue drops it and counts it."""
+        if self._closed or self._queue.qsize() >= self._queue_size:
+            self._dropped_submit += 1
+            return
+        self._queue.put(record)
+
+    def _put(self, item: _Ratio) -> None:
+        if not self._closed and self._queue.qsize() < self._queue_size:
+            self._queue.put(item)
+
+    # -- status -------------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """True while the database is open and the last write (if any) succeeded."""
+        return self._available
+
+    @property
+    def error(self) -> str | None:
+        """Why the database is unavailable, when it is."""
+        return None if self._available else self._error
+
+    @property
+    def dropped(self) -> int:
+        """Request rows not written: queue full, or database unavailable."""
+        return self._dropped_submit + self._dropped_write
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything queued so far has been written (or dropped)."""
+        if not self._thread.is_alive():
+            return self._queue.empty()
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write everything still queued, stop the writer and close the database. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("request log writer did not finish within %s s", timeout)
+                return
+        left = 0
+        while True:  # items a racing submit put behind the stop marker
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, RequestRecord):
+                left += 1
+            elif isinstance(item, threading.Event):
+                item.set()
+        self._dropped_write += left
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._available = False
+        self._error = "closed"
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    def _try_open(self) -> None:
+        self._next_open = time.monotonic() + self._reopen_interval_s
+        try:
+            conn = connect_writer(self.path, self._busy_timeout_s)
+        except SchemaTooNew as exc:
+            self._set_unavailable(str(exc), level=logging.ERROR)
+            return
+        except (sqlite3.Error, OSError) as exc:
+            self._set_unavailable(f"cannot open database {self.path}: {exc}")
+            return
+        try:
+            rows = conn.execute(
+                "SELECT policy, model, avg_ratio, sample_count FROM token_ratios"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            conn.close()
+            self._set_unavailable(f"cannot read {self.path}: {exc}")
+            return
+        for policy, model, avg, n in rows:
+            if policy is None or model is None or avg is None or not n:
+                continue
+            # after a reopen, what was learned meanwhile in memory is newer than the table
+            if self.ratios.get(str(policy), str(model)) is None:
+                self.ratios.load(str(policy), str(model), float(avg), int(n))
+        self._conn = conn
+        self._set_available()
+        log.info(
+            "request log: %s (schema %d, %d learned ratios)",
+            self.path,
+            user_version(conn),
+            len(rows),
+        )
+
+    def _set_unavailable(self, reason: str, level: int = logging.WARNING) -> None:
+        was = self._available or self._error is None
+        self._available = False
+        self._error = reason
+        if was:
+            log.log(
+                level,
+                "request log unavailable: %s; proxying continues, rows are dropped"
+                " (see log_dropped in /health)",
+                reason,
+            )
+
+    def _set_available(self) -> None:
+        if not self._available and self._error is not None:
+            log.warning(
+                "request log writable again: %s (%d rows dropped so far)",
+                self.path,
+                self.dropped,
+            )
+        self._available = True
+        self._error = None
+
+    def _run(self) -> None:
+        q = self._queue
+        size = self._batch_size
+        while True:
+            batch = [q.get()]
+            while len(batch) < size:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            if self._process(batch):
+                return
+
+    def _process(self, batch: list[_Item]) -> bool:
+        rows: list[Row] = []
+        ratios: dict[tuple[str, str], Row] = {}
+        waiters: list[threading.Event] = []
+        stop = False
+        for item in batch:
+            if isinstance(item, RequestRecord):
+                rows.append(record_row(item))
+            elif isinstance(item, _Ratio):
+                ratios[(item.policy, item.model)] = (
+                    item.policy,
+                    item.model,
+                    item.avg_ratio,
+                    item.sample_count,
+                )
+            elif isinstance(item, threading.Event):
+                waiters.append(item)
+            else:
+                stop = True
+        if rows or ratios:
+            try:
+                self._write(rows, list(ratios.values()))
+            except Exception:  # never let the writer thread die
+                log.exception("request log writer failed")
+                self._dropped_write += len(rows)
+        for w in waiters:
+            w.set()
+        return stop
+
+    def _write(self, rows: list[Row], ratios: list[Row]) -> None:
+        if self._conn is None and time.monotonic() >= self._next_open:
+            self._try_open()
+        conn = self._conn
+        if conn is None:
+            self._dropped_write += len(rows)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            inserted = conn.executemany(INSERT_REQUEST, rows).rowcount if rows else 0
+            if ratios:
+                conn.executemany(UPSERT_RATIO, ratios)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            self._dropped_write += len(rows)
+            self._set_unavailable(f"cannot write to {self.path}: {exc}")
+            return
+        self._written += inserted
+        if inserted < len(rows):  # INSERT OR IGNORE: a request id already in the table
+            log.warning("request log: %d duplicate request id(s) ignored", len(rows) - inserted)
+        if not self._available:
+            self._set_available()

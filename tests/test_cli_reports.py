@@ -1,0 +1,247 @@
+"""`arbstr stats` and `arbstr requests`: the request log as tables and as JSON."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from arbstr.cli import app
+from arbstr.records import RequestRecord
+from arbstr.storage import Store, schema
+from logdata import assert_stats_match, expected_stats, record, ts, where
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    for var in ("ARBSTR_DB", "ARBSTR_CONFIG", "COLUMNS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def fill(path: str | Path, recs: list[RequestRecord]) -> None:
+    s = Store.open(str(path))
+    for r in recs:
+        s.submit(r)
+    s.close()
+
+
+def sample() -> list[RequestRecord]:
+    now = datetime.now(UTC)
+    return [
+        record(
+            model="gpt-4o",
+            provider="alpha",
+            cost_sats=Decimal("1.250"),
+            latency_ms=100,
+            timestamp=ts(now - timedelta(minutes=5)),
+        ),
+        record(
+            model="gpt-4o",
+            provider="beta",
+            cost_sats=Decimal("2.001"),
+            latency_ms=300,
+            streaming=True,
+            timestamp=ts(now - timedelta(minutes=4)),
+        ),
+        record(
+            model="gpt-4o-mini",
+            provider="alpha",
+            policy="cheap",
+            cost_sats=Decimal("0.333"),
+            latency_ms=200,
+            timestamp=ts(now - timedelta(hours=3)),
+        ),
+        record(
+            model="gpt-4o-mini",
+            provider=None,
+            success=False,
+            error_status=400,
+            error_message="no provider serves [gpt-4o-mini]",
+            cost_sats=None,
+            input_tokens=None,
+            output_tokens=None,
+            timestamp=ts(now - timedelta(minutes=1)),
+        ),
+        record(  # outside the default 7 days
+            model="old-model",
+            cost_sats=Decimal("99"),
+            timestamp=ts(now - timedelta(days=9)),
+        ),
+    ]
+
+
+def run(runner: CliRunner, *args: str) -> Any:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_stats_json_matches_reference(runner: CliRunner, tmp_path: Path) -> None:
+    recs = sample()
+    fill(tmp_path / "log.db", recs)
+    out = json.loads(run(runner, "stats", "--db", "log.db", "--json").stdout)
+    assert_stats_match(out, expected_stats(recs, where(out["since"], out["until"])))
+    assert out["counts"] == {"total": 4, "success": 3, "error": 1, "streaming": 1}
+    assert out["costs"]["total_cost_sats"] == 3.584
+
+    out = json.loads(
+        run(
+            runner, "stats", "--db", "log.db", "--json", "--range", "last_30d", "-g", "model"
+        ).stdout
+    )
+    assert set(out["groups"]) == {"gpt-4o", "gpt-4o-mini", "old-model"}
+    assert out["groups"]["old-model"]["costs"]["total_cost_sats"] == 99.0
+    assert_stats_match(
+        out, expected_stats(recs, where(out["since"], out["until"]), group_by="model")
+    )
+
+    out = json.loads(run(runner, "stats", "--db", "log.db", "--json", "--provider", "alpha").stdout)
+    assert out["counts"]["total"] == 2
+    assert out["performance"]["p50_latency_ms"] == 100
+
+
+def test_stats_table(runner: CliRunner, tmp_path: Path) -> None:
+    fill(tmp_path / "log.db", sample())
+    text = run(runner, "stats", "--db", "log.db", "--group-by", "provider").stdout
+    for word in ("provider", "alpha", "beta", "(none)", "total", "1.583", "2.001", "3.584"):
+        assert word in text
+    assert "old-model" not in text
+    lines = text.splitlines()
+    assert lines.index(next(ln for ln in lines if " beta " in ln)) < lines.index(
+        next(ln for ln in lines if " alpha " in ln)
+    )  # dearest first
+    text = run(
+        runner, "stats", "--db", "log.db", "--since", "2000-01-01", "--policy", "cheap"
+    ).stdout
+    assert "0.333" in text and "2000-01-01T00:00:00.000Z" in text
+
+
+def test_requests_json_and_filters(runner: CliRunner, tmp_path: Path) -> None:
+    recs = sample()
+    fill(tmp_path / "log.db", recs)
+    out = json.loads(run(runner, "requests", "--db", "log.db", "--json").stdout)
+    assert out["total"] == 5 and out["page"] == 1 and out["per_page"] == 20
+    assert [d["request_id"] for d in out["data"]] == [
+        r.request_id for r in sorted(recs, key=lambda r: r.timestamp, reverse=True)
+    ]
+    out = json.loads(
+        run(
+            runner,
+            "requests",
+            "--db",
+            "log.db",
+            "--json",
+            "--success",
+            "--sort",
+            "cost_sats",
+            "--order",
+            "asc",
+            "--per-page",
+            "2",
+            "--page",
+            "2",
+        ).stdout
+    )
+    assert out["total"] == 4 and out["total_pages"] == 2
+    assert [d["cost"]["sats"] for d in out["data"]] == [2.001, 99.0]
+    out = json.loads(run(runner, "requests", "--db", "log.db", "--json", "--failed").stdout)
+    assert [d["error"] for d in out["data"]] == [
+        {"status": 400, "message": "no provider serves [gpt-4o-mini]"}
+    ]
+    out = json.loads(
+        run(
+            runner, "requests", "--db", "log.db", "--json", "--streaming", "--range", "last_1h"
+        ).stdout
+    )
+    assert [d["provider"] for d in out["data"]] == ["beta"]
+    out = json.loads(
+        run(
+            runner, "requests", "--db", "log.db", "--json", "--non-streaming", "--model", "gpt-4o"
+        ).stdout
+    )
+    assert [d["provider"] for d in out["data"]] == ["alpha"]
+
+
+def test_requests_table(runner: CliRunner, tmp_path: Path) -> None:
+    recs = sample()
+    fill(tmp_path / "log.db", recs)
+    text = run(runner, "requests", "--db", "log.db").stdout
+    assert "page 1 of 1" in text and "5 request(s)" in text
+    assert recs[0].request_id in text  # full ids on a wide terminal
+    assert "no provider serves [gpt-4o-mini]" in text  # markup-looking text is shown as is
+    assert "1.250" in text and "old-model" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["requests", "--per-page", "0"], "--per-page: expected an integer from 1 to 100"),
+        (["requests", "--page", "0"], "--page:"),
+        (["requests", "--sort", "model"], "--sort: expected one of timestamp, cost_sats"),
+        (["requests", "--order", "up"], "--order:"),
+        (["stats", "--group-by", "day"], "--group-by: expected one of model, provider, policy"),
+        (["stats", "--range", "last_2d"], "--range:"),
+        (["stats", "--range", "last_1h", "--since", "2024-01-01"], "--range:"),
+        (["stats", "--since", "yesterday"], "--since: expected an ISO 8601"),
+    ],
+)
+def test_bad_options_exit_1_naming_the_option(
+    runner: CliRunner, tmp_path: Path, args: list[str], message: str
+) -> None:
+    fill(tmp_path / "log.db", sample())
+    result = runner.invoke(app, [*args, "--db", "log.db"])
+    assert result.exit_code == 1
+    assert message in result.output.replace("\n", " ")
+
+
+def test_missing_or_newer_database(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["stats", "--db", "nope.db"])
+    assert result.exit_code == 1
+    assert "no request log at nope.db" in result.output
+    assert not (tmp_path / "nope.db").exists()  # reading never creates it
+    fill(tmp_path / "new.db", [])
+    conn = sqlite3.connect(tmp_path / "new.db")
+    conn.execute(f"PRAGMA user_version = {schema.latest_version() + 1}")
+    conn.close()
+    result = runner.invoke(app, ["requests", "--db", "new.db"])
+    assert result.exit_code == 1
+    assert "newer than this arbstr" in result.output.replace("\n", " ")
+
+
+def test_db_path_resolution(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--db, else $ARBSTR_DB, else [database].path of the config file, else ./arbstr.db."""
+    fill(tmp_path / "arbstr.db", [record(model="from-default")])
+    fill(tmp_path / "cfg.db", [record(model="from-config")])
+    fill(tmp_path / "env.db", [record(model="from-env")])
+    fill(tmp_path / "cli.db", [record(model="from-cli")])
+
+    def model(*args: str) -> str:
+        out = json.loads(run(runner, "requests", "--json", *args).stdout)
+        return str(out["data"][0]["model"])
+
+    assert model() == "from-default"
+    # a config whose provider key variable is unset: only [database] is read here
+    (tmp_path / "config.toml").write_text(
+        '[database]\npath = "cfg.db"\n\n[[providers]]\nname = "a"\nurl = "http://x"\n'
+        'api_key = "${UNSET_VARIABLE_FOR_TEST}"\n'
+    )
+    assert model() == "from-config"
+    (tmp_path / "other.toml").write_text('[database]\npath = "cli.db"\n')
+    assert model("-c", "other.toml") == "from-cli"
+    monkeypatch.setenv("ARBSTR_CONFIG", "missing.toml")
+    result = runner.invoke(app, ["stats"])
+    assert result.exit_code == 1 and "missing.toml" in result.output
+    monkeypatch.setenv("ARBSTR_DB", "env.db")
+    assert model() == "from-env"
+    assert model("--db", "cli.db") == "from-cli"
