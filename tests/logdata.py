@@ -78,7 +78,7 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
                 input_tokens=rng.randint(1, 4000) if tokens_known else None,
                 output_tokens=rng.randint(0, 2000) if tokens_known else None,
                 cost_sats=cost,
-                provider_cost_sats=cost if cost is not None and rng.random() < 0.5 else None,
+                provider_cost_sats=_reported(cost, rng),
                 latency_ms=rng.randint(1, 30_000),
                 ttft_ms=rng.randint(1, 500) if streaming else None,
                 stream_duration_ms=rng.randint(1, 20_000) if streaming else None,
@@ -89,6 +89,16 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
             )
         )
     return out
+
+
+def _reported(cost: Decimal | None, rng: random.Random) -> Decimal | None:
+    """What the provider said it charged: half the time nothing; else arbstr's own cost,
+    or now and then a little more or less (a node charging off its advertised price)."""
+    if cost is None or rng.random() < 0.5:
+        return None
+    if rng.random() < 0.7:
+        return cost
+    return max(Decimal(0), cost + Decimal(rng.randint(-500, 2000)) / 1000)
 
 
 Pred = Callable[[RequestRecord], bool]
@@ -128,6 +138,9 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
     rows = list(rows)
     ok = [r.latency_ms for r in rows if r.success]
     msats = sum(int(r.cost_sats * 1000) for r in rows if r.cost_sats is not None)
+    reported = [(r, r.provider_cost_sats) for r in rows if r.provider_cost_sats is not None]
+    provider_msats = sum(int(pc * 1000) for _, pc in reported)
+    computed_msats = sum(int((r.cost_sats or 0) * 1000) for r, _ in reported)
     return {
         "counts": {
             "total": len(rows),
@@ -139,6 +152,11 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
             "total_cost_sats": msats / 1000,
             "total_input_tokens": sum(r.input_tokens or 0 for r in rows),
             "total_output_tokens": sum(r.output_tokens or 0 for r in rows),
+            "provider_reported_requests": len(reported),
+            "total_provider_cost_sats": provider_msats / 1000 if reported else None,
+            "provider_cost_diff_sats": (
+                (provider_msats - computed_msats) / 1000 if reported else None
+            ),
         },
         "performance": {
             "avg_latency_ms": sum(ok) / len(ok) if ok else None,

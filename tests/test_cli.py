@@ -235,9 +235,9 @@ def test_providers_table(cli: Cli) -> None:
     rows = {}
     for line in res.stdout.splitlines():
         cells = [c.strip() for c in line[1:-1].split("│")]
-        if line.startswith("│") and len(cells) == 8:
+        if line.startswith("│") and len(cells) == 9:
             rows[(cells[0], cells[2])] = cells
-    # provider, url, model, in/1k, out/1k, base fee, key, key source; nothing cut short
+    # provider, url, model, in/1k, out/1k, base fee, key, key source, prices; nothing cut short
     assert rows[("alpha", "gpt-4o")] == [
         "alpha",
         "https://alpha.example/v1",
@@ -247,6 +247,7 @@ def test_providers_table(cli: Cli) -> None:
         "1.0",
         "sk-alp…***",
         "env ${ALPHA_KEY}",
+        "configured",
     ]
     assert rows[("", "gpt-4o-mini")][3:6] == ["1.5", "6.0", "1.0"]  # per-model override
     assert rows[("beta-2", "claude-3.5-sonnet")][3:8] == [

@@ -245,3 +245,46 @@ def test_db_path_resolution(
     monkeypatch.setenv("ARBSTR_DB", "env.db")
     assert model() == "from-env"
     assert model("--db", "cli.db") == "from-cli"
+
+
+def test_stats_shows_provider_charged_vs_computed(runner: CliRunner, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    recs = [
+        # alpha reports exactly what arbstr computed
+        record(
+            provider="alpha",
+            cost_sats=Decimal("1.250"),
+            provider_cost_sats=Decimal("1.250"),
+            timestamp=ts(now - timedelta(minutes=3)),
+        ),
+        # beta charges 0.5 sats more than its advertised prices imply, on one of two requests
+        record(
+            provider="beta",
+            cost_sats=Decimal("2.000"),
+            provider_cost_sats=Decimal("2.500"),
+            timestamp=ts(now - timedelta(minutes=2)),
+        ),
+        record(
+            provider="beta",
+            cost_sats=Decimal("1.000"),
+            provider_cost_sats=None,
+            timestamp=ts(now - timedelta(minutes=1)),
+        ),
+    ]
+    db = tmp_path / "log.db"
+    fill(db, recs)
+    data = json.loads(
+        run(runner, "stats", "--db", str(db), "--group-by", "provider", "--json").stdout
+    )
+    beta = data["groups"]["beta"]["costs"]
+    assert beta["total_cost_sats"] == 3.0
+    assert beta["provider_reported_requests"] == 1
+    assert beta["total_provider_cost_sats"] == 2.5
+    assert beta["provider_cost_diff_sats"] == 0.5
+    assert data["groups"]["alpha"]["costs"]["provider_cost_diff_sats"] == 0.0
+    assert data["costs"]["total_provider_cost_sats"] == 3.75
+    result = runner.invoke(app, ["stats", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "charged by the provider vs computed by arbstr" in result.output
+    beta_line = next(ln for ln in result.output.splitlines() if ln.strip().startswith("beta"))
+    assert "2.000" in beta_line and "2.500" in beta_line and "+0.500" in beta_line

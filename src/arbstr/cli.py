@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from arbstr.routstr import PriceBook
+
 app = typer.Typer(
     name="arbstr",
     help="Cost-aware OpenAI-compatible proxy for the Routstr marketplace.",
@@ -148,14 +150,32 @@ def check(config: ConfigOpt = None) -> None:
 
 @app.command()
 def providers(config: ConfigOpt = None) -> None:
-    """Table of providers, models, rates (sats per 1k tokens) and masked keys."""
+    """Table of providers, models, rates (sats per 1k tokens) and masked keys.
+
+    Providers with ``discover = true`` have their prices fetched from ``GET {url}/models``
+    now, as ``serve`` would; a failure is shown and the configured rates are listed."""
     from rich.table import Table
 
+    from arbstr.routstr import PriceBook
+
     cfg = _load(config)
+    book = PriceBook(cfg.providers)
+    if book.enabled:
+        from arbstr.runner import run
+
+        run(_discover_prices(book, cfg.server.connect_timeout_s))
     table = Table(title=f"providers ({_esc(cfg.source)})")
-    for col in ("provider", "url", "model", "in/1k", "out/1k", "base fee", "key", "key source"):
+    cols = ("provider", "url", "model", "in/1k", "out/1k", "base fee", "key", "key source")
+    for col in (*cols, "prices"):
         table.add_column(col, justify="right" if col in ("in/1k", "out/1k", "base fee") else "left")
-    for p in cfg.providers:
+    for p in book.listed:
+        st = book.status[p.name]
+        if not p.discover:
+            prices = "configured"
+        elif st.last_error is not None:
+            prices = f"discovery failed: {st.last_error}"
+        else:
+            prices = f"discovered ({st.models} models) just now"
         models = list(p.model_order) or ["(any)"]
         extra = [m for m in p.model_rates if m not in models]
         for i, m in enumerate(models + extra):
@@ -169,6 +189,7 @@ def providers(config: ConfigOpt = None) -> None:
                 f"{r.base_fee:f}",
                 p.masked_key if i == 0 else "",
                 p.key_source if i == 0 else "",
+                prices if i == 0 else "",
             )
             table.add_row(*(_esc(c) for c in cells))
     out = _console()
@@ -176,6 +197,54 @@ def providers(config: ConfigOpt = None) -> None:
         out.width = 10_000  # the table is not expanded: it stays as wide as its content
     out.print(table)
     _warn(cfg)
+
+
+async def _discover_prices(book: PriceBook, connect_timeout_s: float) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        await book.refresh_all(session, min(15.0, connect_timeout_s + 5.0))
+
+
+@app.command()
+def balance(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Each provider's balance from GET {url}/balance/info (sats); errors per provider."""
+    from arbstr.routstr import Balance
+    from arbstr.runner import run
+
+    cfg = _load(config)
+    results: list[Balance] = []
+
+    async def fetch() -> None:
+        import aiohttp
+
+        from arbstr.routstr import fetch_balances
+
+        async with aiohttp.ClientSession() as session:
+            results.extend(await fetch_balances(session, cfg.providers))
+
+    run(fetch())
+    if as_json:
+        import json
+
+        print(json.dumps({"object": "list", "data": [b.as_json() for b in results]}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="provider balances (sats)")
+    for col in ("provider", "balance", "reserved", "error"):
+        table.add_column(col, justify="right" if col in ("balance", "reserved") else "left")
+    for b in results:
+        table.add_row(
+            _esc(b.provider),
+            "-" if b.balance_sats is None else f"{b.balance_sats:,}",
+            "-" if b.reserved_sats is None else f"{b.reserved_sats:,}",
+            _esc(b.error or ""),
+        )
+    _console().print(table)
 
 
 # --- the request log ---------------------------------------------------------------------
@@ -256,11 +325,17 @@ def _report(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    from arbstr.reports import requests_table, stats_table
+    from arbstr.reports import provider_cost_table, requests_table, stats_table
 
     out = _console()
     if kind == "stats":
         out.print(stats_table(result, group_by))
+        if group_by != "provider":  # the per-provider view of charged vs computed
+            by_provider = queries.parse_stats_params({**given, "group_by": "provider"})
+            result = queries.read_stats(path, by_provider)
+        table = provider_cost_table(result)
+        if table is not None:
+            out.print(table)
     else:
         out.print(requests_table(result, short_ids=out.width < 150))
 

@@ -60,6 +60,43 @@ def stats_table(result: dict[str, Any], group_by: str | None) -> Table:
     return table
 
 
+def provider_cost_table(result: dict[str, Any]) -> Table | None:
+    """Per provider: arbstr's computed cost next to what the provider reported charging,
+    over the requests where it reported a cost. None when no provider reported any."""
+    groups: dict[str, Any] = result.get("groups") or {}
+    rows = [
+        (n, g["costs"])
+        for n, g in sorted(groups.items())
+        if g["costs"].get("provider_reported_requests")
+    ]
+    if not rows:
+        return None
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title="charged by the provider vs computed by arbstr",
+        caption="diff > 0: the provider charged more than its advertised prices imply",
+    )
+    table.add_column("provider", no_wrap=True)
+    for col in ("reqs", "computed sats", "provider sats", "diff sats"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, k in rows:
+        provider_sats = k["total_provider_cost_sats"]
+        diff = k["provider_cost_diff_sats"]
+        computed = provider_sats - diff
+        style = "red" if diff > 0 else None
+        table.add_row(
+            escape(name),
+            _num(k["provider_reported_requests"]),
+            _num(computed, 3),
+            _num(provider_sats, 3),
+            f"{diff:+,.3f}",
+            style=style,
+        )
+    return table
+
+
 def _when(ts: str, short: bool) -> str:
     """``2024-05-01T12:00:00.123Z`` -> ``2024-05-01 12:00:00`` (short: ``05-01 12:00:00``)."""
     return ts[5 if short else 0 : 19].replace("T", " ")

@@ -6,6 +6,7 @@ from typing import Any
 
 from arbstr.config import Provider
 from arbstr.pricing import Rates
+from arbstr.routstr import DiscoveryStatus, fetch_balances
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Send, send_json
 
@@ -14,7 +15,7 @@ def _rates_json(r: Rates) -> dict[str, float]:
     return {"input_rate": r.input_f, "output_rate": r.output_f, "base_fee": r.base_f}
 
 
-def provider_json(p: Provider) -> dict[str, Any]:
+def provider_json(p: Provider, discovery: DiscoveryStatus | None = None) -> dict[str, Any]:
     return {
         "name": p.name,
         "url": p.url,
@@ -23,7 +24,7 @@ def provider_json(p: Provider) -> dict[str, Any]:
         "model_rates": {m: _rates_json(r) for m, r in p.model_rates.items()},
         "api_key": p.masked_key,
         "key_source": p.key_source,
-        "discovery": {"enabled": p.discover},
+        "discovery": (discovery or DiscoveryStatus(enabled=p.discover)).as_json(),
     }
 
 
@@ -51,13 +52,18 @@ async def health(gw: Gateway, send: Send) -> None:
 
 async def providers(gw: Gateway, send: Send) -> None:
     await send_json(
-        send, 200, {"object": "list", "data": [provider_json(p) for p in gw.config.providers]}
+        send,
+        200,
+        {
+            "object": "list",
+            "data": [provider_json(p, gw.prices.status.get(p.name)) for p in gw.prices.listed],
+        },
     )
 
 
 async def models(gw: Gateway, send: Send) -> None:
     owners: dict[str, list[str]] = {}
-    for p in gw.config.providers:
+    for p in gw.prices.providers:
         for m in p.model_order:
             owners.setdefault(m, []).append(p.name)
     data = [
@@ -65,3 +71,9 @@ async def models(gw: Gateway, send: Send) -> None:
         for m, names in sorted(owners.items())
     ]
     await send_json(send, 200, {"object": "list", "data": data})
+
+
+async def balances(gw: Gateway, send: Send) -> None:
+    """Each provider's balance from ``GET {url}/balance/info``; errors per provider."""
+    results = await fetch_balances(gw.upstream.session, gw.config.providers)
+    await send_json(send, 200, {"object": "list", "data": [b.as_json() for b in results]})

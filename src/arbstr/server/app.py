@@ -19,6 +19,7 @@ _GET_ROUTES: dict[str, AdminRoute] = {
     "/health": admin.health,
     "/providers": admin.providers,
     "/v1/models": admin.models,
+    "/v1/balances": admin.balances,
 }
 # routes that read the query string
 _QUERY_ROUTES: dict[str, Callable[[Gateway, Scope, Send], Awaitable[None]]] = {

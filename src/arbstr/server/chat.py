@@ -219,7 +219,7 @@ class ChatHandler:
             return estimate_output_tokens(max_tokens, in_tokens, ratios.get(rule.name, model))
 
         r = route(
-            gw.config.providers, rule, view.model, in_tokens, out_tokens, gw.health.latency_ms
+            gw.prices.providers, rule, view.model, in_tokens, out_tokens, gw.health.latency_ms
         )
         ex.model = r.model
 

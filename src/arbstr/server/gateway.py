@@ -8,6 +8,7 @@ import random
 from arbstr.config import Config
 from arbstr.health import HealthBoard
 from arbstr.records import MemorySink, RatioBook, RecordSink
+from arbstr.routstr import PriceBook
 from arbstr.storage import Store
 from arbstr.upstream import UpstreamClient
 
@@ -41,13 +42,24 @@ class Gateway:
             ratios = self.store.ratios if self.store is not None else RatioBook()
         self.ratios = ratios
         self.rng = rng or random.Random()
+        # providers as routing sees them: with discovered prices, refreshed in the background
+        self.prices = PriceBook(config.providers)
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
+
+    @property
+    def discovery_timeout_s(self) -> float:
+        return min(15.0, self.config.server.connect_timeout_s + 5.0)
 
     async def start(self) -> None:
         await self.upstream.start()
+        if self.prices.enabled:
+            # first prices before serving (bounded; a failure only leaves that provider out)
+            await self.prices.refresh_all(self.upstream.session, self.discovery_timeout_s)
+            self.prices.start(self.upstream.session, self.discovery_timeout_s)
 
     async def close(self) -> None:
         try:
+            await self.prices.stop()
             await self.upstream.close()
         finally:
             if self.store is not None:

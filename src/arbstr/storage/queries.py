@@ -247,12 +247,17 @@ _AGGREGATES = """
     COALESCE(SUM(CAST(ROUND(cost_sats * 1000) AS INTEGER)), 0),
     COALESCE(SUM(input_tokens), 0),
     COALESCE(SUM(output_tokens), 0),
-    AVG(CASE WHEN success = 1 THEN latency_ms END)
+    AVG(CASE WHEN success = 1 THEN latency_ms END),
+    COUNT(provider_cost_sats),
+    COALESCE(SUM(CAST(ROUND(provider_cost_sats * 1000) AS INTEGER)), 0),
+    COALESCE(SUM(CASE WHEN provider_cost_sats IS NOT NULL
+                      THEN CAST(ROUND(cost_sats * 1000) AS INTEGER) END), 0)
 """
 
 
 def _group_json(agg: tuple[Any, ...], p50: int | None, p95: int | None) -> dict[str, Any]:
-    total, success, streaming, msats, tokens_in, tokens_out, avg = agg
+    total, success, streaming, msats, tokens_in, tokens_out, avg = agg[:7]
+    reported, provider_msats, computed_msats_where_reported = agg[7:10]
     return {
         "counts": {
             "total": int(total),
@@ -264,6 +269,16 @@ def _group_json(agg: tuple[Any, ...], p50: int | None, p95: int | None) -> dict[
             "total_cost_sats": int(msats) / 1000,
             "total_input_tokens": int(tokens_in),
             "total_output_tokens": int(tokens_out),
+            # what providers said they charged (Routstr usage.cost / X-Routstr-Cost-Msats),
+            # over the requests where they said it, and how far that is from arbstr's own
+            # cost for those same requests (positive: the node charged more than advertised)
+            "provider_reported_requests": int(reported),
+            "total_provider_cost_sats": int(provider_msats) / 1000 if reported else None,
+            "provider_cost_diff_sats": (
+                (int(provider_msats) - int(computed_msats_where_reported)) / 1000
+                if reported
+                else None
+            ),
         },
         "performance": {
             "avg_latency_ms": None if avg is None else round(float(avg), 2),

@@ -1,0 +1,215 @@
+"""Routstr specifics at run time: price discovery from ``GET {url}/models`` and balances
+from ``GET {url}/balance/info``.
+
+Discovered prices never go stale silently: each provider's :class:`DiscoveryStatus` says when
+prices were last fetched, and the last error. A failed refresh keeps the last good prices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from arbstr.config import Provider
+from arbstr.discover import parse_sats_pricing
+from arbstr.pricing import Rates, msats_to_sats
+
+log = logging.getLogger("arbstr.routstr")
+
+
+@dataclass(slots=True)
+class DiscoveryStatus:
+    enabled: bool
+    last_success: float | None = None  # time.time() of the last good refresh
+    last_attempt: float | None = None
+    last_error: str | None = None
+    models: int = 0
+
+    def as_json(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        age = None if self.last_success is None else round(now - self.last_success, 1)
+        return {
+            "enabled": self.enabled,
+            "models": self.models,
+            "last_success": _iso(self.last_success),
+            "age_s": age,
+            "last_error": self.last_error,
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def apply_prices(base: Provider, discovered: Mapping[str, Rates]) -> Provider:
+    """The provider as routing should see it: discovered per-model prices, with the config's
+    own ``model_rates`` as overrides. A configured ``models`` list still restricts the models;
+    without one, the discovered models are what the provider serves."""
+    merged = {**discovered, **base.model_rates}
+    if base.models is not None:
+        return replace(base, model_rates=merged)
+    order = tuple(sorted(discovered))
+    return replace(base, models=frozenset(order), model_order=order, model_rates=merged)
+
+
+async def fetch_prices(
+    session: aiohttp.ClientSession, provider: Provider, timeout_s: float
+) -> dict[str, Rates]:
+    """``GET {url}/models`` -> per-model rates (sats per 1k tokens). Raises on any failure."""
+    headers = {"Authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
+    async with session.get(
+        f"{provider.url}/models",
+        headers=headers,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    ) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET /models answered HTTP {resp.status}")
+    prices = parse_sats_pricing(body)
+    if not prices:
+        raise RuntimeError("GET /models listed no model with sats_pricing")
+    return prices
+
+
+class PriceBook:
+    """Current providers with discovered prices applied, refreshed in the background."""
+
+    def __init__(self, configured: Sequence[Provider]) -> None:
+        self._configured = tuple(configured)
+        self.providers: tuple[Provider, ...] = ()  # what routing may use now
+        self.listed: tuple[Provider, ...] = self._configured  # every provider, for listings
+        self.status: dict[str, DiscoveryStatus] = {
+            p.name: DiscoveryStatus(enabled=p.discover) for p in configured
+        }
+        self._discovered: dict[str, dict[str, Rates]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rebuild()
+
+    @property
+    def enabled(self) -> bool:
+        return any(p.discover for p in self._configured)
+
+    def _rebuild(self) -> None:
+        """A discovering provider is routable only once its prices are known: routing on
+        unknown (zero) prices would make it look free."""
+        self.listed = tuple(
+            apply_prices(p, self._discovered[p.name]) if p.name in self._discovered else p
+            for p in self._configured
+        )
+        self.providers = tuple(
+            p for p in self.listed if not p.discover or p.name in self._discovered
+        )
+
+    async def refresh(self, session: aiohttp.ClientSession, p: Provider, timeout_s: float) -> None:
+        st = self.status[p.name]
+        st.last_attempt = time.time()
+        try:
+            prices = await fetch_prices(session, p, timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            st.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning(
+                "price discovery for %s failed (keeping last prices): %s", p.name, st.last_error
+            )
+            return
+        self._discovered[p.name] = prices
+        st.last_success = time.time()
+        st.last_error = None
+        st.models = len(prices)
+        self._rebuild()
+
+    async def refresh_all(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        await asyncio.gather(
+            *(self.refresh(session, p, timeout_s) for p in self._configured if p.discover)
+        )
+
+    def start(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        """Refresh each discovering provider every ``discover_interval_s`` in the background."""
+        for p in self._configured:
+            if p.discover:
+                self._tasks.append(asyncio.create_task(self._loop(session, p, timeout_s)))
+
+    async def _loop(self, session: aiohttp.ClientSession, p: Provider, timeout_s: float) -> None:
+        while True:
+            await asyncio.sleep(p.discover_interval_s)
+            await self.refresh(session, p, timeout_s)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+
+# --- balances ---------------------------------------------------------------------------------
+
+
+class _BalanceInfo(msgspec.Struct):
+    balance: int | float | None = None
+    reserved: int | float | None = None
+
+
+_balance_decoder = msgspec.json.Decoder(_BalanceInfo)
+
+
+@dataclass(slots=True)
+class Balance:
+    provider: str
+    balance_sats: Decimal | None = None
+    reserved_sats: Decimal | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "balance_sats": None if self.balance_sats is None else float(self.balance_sats),
+            "reserved_sats": None if self.reserved_sats is None else float(self.reserved_sats),
+            "error": self.error,
+        }
+
+
+async def fetch_balance(
+    session: aiohttp.ClientSession, provider: Provider, timeout_s: float
+) -> Balance:
+    """One provider's balance (msats on the wire -> sats). Never raises: errors are reported
+    in the result. Only the numbers are kept: the node's answer may echo the key."""
+    if not provider.api_key:
+        return Balance(provider.name, error="no API key configured")
+    try:
+        async with session.get(
+            f"{provider.url}/balance/info",
+            headers={"Authorization": f"Bearer {provider.api_key}"},
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return Balance(provider.name, error=f"HTTP {resp.status}")
+        info = _balance_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Balance(provider.name, error="unreadable /balance/info answer")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return Balance(provider.name, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+    if info.balance is None:
+        return Balance(provider.name, error="no balance in /balance/info answer")
+    return Balance(
+        provider.name,
+        balance_sats=msats_to_sats(info.balance),
+        reserved_sats=None if info.reserved is None else msats_to_sats(info.reserved),
+    )
+
+
+async def fetch_balances(
+    session: aiohttp.ClientSession, providers: Sequence[Provider], timeout_s: float = 10.0
+) -> list[Balance]:
+    return list(await asyncio.gather(*(fetch_balance(session, p, timeout_s) for p in providers)))
