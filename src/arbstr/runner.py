@@ -34,7 +34,8 @@ async def mock_config(
     """Start the built-in mock providers and a config that points at them."""
     mocks = await start_mock_providers(chunk_delay_s=chunk_delay_s)
     data = mock_config_data(mocks)
-    cfg = config_from_data(data, source="<mock>", env={})
+    # the built-in mock keys are literal on purpose: no "literal key" warnings for them
+    cfg = replace(config_from_data(data, source="<mock>", env={}), warnings=())
     if base is not None:  # keep the caller's server, retry and database settings
         cfg = replace(cfg, server=base.server, retry=base.retry, db_path=base.db_path)
     return cfg, mocks
