@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -91,8 +90,28 @@ def _text_of(content: str | list[_Part] | None) -> str:
     return "".join(p.text for p in content if p.text)
 
 
+_ts_cache: list[Any] = [-1, ""]  # [whole second, "YYYY-MM-DDTHH:MM:SS" of it]
+
+
 def _iso_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Now, UTC, ISO 8601 to the millisecond (``2025-01-02T03:04:05.678Z``). The part up to
+    the seconds is formatted once per second: strftime costs several µs per request."""
+    now = time.time()
+    sec = int(now)
+    if sec != _ts_cache[0]:
+        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache[0] = sec
+    return f"{_ts_cache[1]}.{int((now - sec) * 1000.0):03d}Z"
+
+
+def _request_id() -> str:
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())`` at a third of the cost
+    (``uuid.UUID`` validates and converts in Python)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant
 
 
 @dataclass(slots=True)
@@ -140,7 +159,7 @@ class ChatHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        ex = Exchange(str(uuid.uuid4()), time.perf_counter(), _iso_now())
+        ex = Exchange(_request_id(), time.perf_counter(), _iso_now())
         if gw.auth_token is not None and not check_bearer(scope, gw.auth_token):
             err = AuthError("missing or invalid bearer token for arbstr (server.auth_token)")
             await send_error(send, err, ex.headers())
