@@ -24,7 +24,9 @@ from typing import Literal
 
 import aiohttp
 
+from arbstr import __version__
 from arbstr.config import Provider
+from arbstr.transport import ConnectFailed, Response, Target, Transport
 from arbstr.usage import NotACompletion, Usage, completion_usage
 
 FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
@@ -64,7 +66,7 @@ class JsonReply:
 
 @dataclass(slots=True)
 class StreamReply:
-    response: aiohttp.ClientResponse
+    response: Response
     first_chunk: bytes
     chunks: AsyncIterator[bytes]
     routstr_cost_msats: str | None
@@ -92,7 +94,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class UpstreamClient:
-    """One shared aiohttp session for the whole process (keep-alive pooled)."""
+    """Chat requests go through the lean keep-alive :class:`~arbstr.transport.Transport`;
+    one shared aiohttp session serves the low-traffic calls (prices, balances)."""
 
     def __init__(
         self,
@@ -107,6 +110,8 @@ class UpstreamClient:
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._transport = Transport()  # the chat hot path
+        self._targets: dict[tuple[str, str | None], Target] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -124,6 +129,7 @@ class UpstreamClient:
         )
 
     async def close(self) -> None:
+        self._transport.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -134,81 +140,78 @@ class UpstreamClient:
             raise RuntimeError("UpstreamClient.start() was not called")
         return self._session
 
-    @staticmethod
-    def _headers(provider: Provider, request_id: str) -> dict[str, str]:
-        h = {"Content-Type": "application/json", "X-Request-Id": request_id}
-        if provider.api_key:
-            h["Authorization"] = f"Bearer {provider.api_key}"
-        return h
+    def _target(self, provider: Provider) -> Target:
+        key = (provider.url, provider.api_key)
+        target = self._targets.get(key)
+        if target is None:
+            headers = {
+                "User-Agent": f"arbstr/{__version__}",
+                "Content-Type": "application/json",
+                "Accept-Encoding": "identity",  # bodies are forwarded and read as they are
+            }
+            if provider.api_key:
+                headers["Authorization"] = f"Bearer {provider.api_key}"
+            target = Target.for_url(f"{provider.url}/chat/completions", headers)
+            self._targets[key] = target
+        return target
+
+    async def _post(
+        self, provider: Provider, body: bytes, request_id: str, timeout_s: float
+    ) -> Response:
+        return await self._transport.post(
+            self._target(provider),
+            body,
+            b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n",
+            min(self.connect_timeout_s, timeout_s),
+        )
 
     async def complete(
         self, provider: Provider, body: bytes, request_id: str, timeout_s: float
     ) -> JsonReply:
-        """Send a non-streaming request and read the whole answer."""
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(self.connect_timeout_s, timeout_s)
-        )
-        sent = False
+        """Send a non-streaming request and read the whole answer within ``timeout_s``."""
+        resp: Response | None = None
         try:
-            async with self.session.post(
-                f"{provider.url}/chat/completions",
-                data=body,
-                headers=self._headers(provider, request_id),
-                timeout=timeout,
-            ) as resp:
-                sent = True
+            async with asyncio.timeout(timeout_s):
+                resp = await self._post(provider, body, request_id, timeout_s)
                 data = await resp.read()
-                status = resp.status
-                ctype = resp.headers.get("Content-Type", "application/json")
-                if status >= 400:
-                    raise _status_failure(provider, status, data, ctype, resp.headers)
-                try:
-                    usage = completion_usage(data)
-                except NotACompletion as exc:
-                    raise AttemptFailed(
-                        "invalid",
-                        f"{provider.name} answered HTTP {status} with a body that is {exc}",
-                        status=status,
-                    ) from None
-                return JsonReply(
-                    status, data, ctype, resp.headers.get("X-Routstr-Cost-Msats"), usage
-                )
-        except AttemptFailed:
-            raise
         except BaseException as exc:
-            raise _classify(provider, exc, sent) from exc
+            if resp is not None:
+                resp.close()
+            raise _classify(provider, exc) from exc
+        status = resp.status
+        headers = resp.headers
+        ctype = headers.get("content-type", "application/json")
+        if status >= 400:
+            raise _status_failure(provider, status, data, ctype, headers)
+        try:
+            usage = completion_usage(data)
+        except NotACompletion as exc:
+            raise AttemptFailed(
+                "invalid",
+                f"{provider.name} answered HTTP {status} with a body that is {exc}",
+                status=status,
+            ) from None
+        return JsonReply(status, data, ctype, headers.get("x-routstr-cost-msats"), usage)
 
     async def open_stream(
         self, provider: Provider, body: bytes, request_id: str, first_byte_timeout_s: float
     ) -> StreamReply:
         """Send a streaming request and wait for the first body bytes (nothing sent to the
         client yet, so any failure up to here can still be retried)."""
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=min(self.connect_timeout_s, first_byte_timeout_s),
-            sock_read=self.stream_idle_timeout_s,
-        )
-        resp: aiohttp.ClientResponse | None = None
+        resp: Response | None = None
         try:
             async with asyncio.timeout(first_byte_timeout_s):
-                resp = await self.session.post(
-                    f"{provider.url}/chat/completions",
-                    data=body,
-                    headers=self._headers(provider, request_id),
-                    timeout=timeout,
-                )
+                resp = await self._post(provider, body, request_id, first_byte_timeout_s)
                 if resp.status >= 400:
                     data = await resp.read()
-                    ctype = resp.headers.get("Content-Type", "application/json")
+                    ctype = resp.headers.get("content-type", "application/json")
                     raise _status_failure(provider, resp.status, data, ctype, resp.headers)
-                chunks = resp.content.iter_any().__aiter__()
+                chunks = resp.chunks(self.stream_idle_timeout_s).__aiter__()
                 first = b""
                 while not first:
                     first = await chunks.__anext__()
-            return StreamReply(resp, first, chunks, resp.headers.get("X-Routstr-Cost-Msats"))
+            return StreamReply(resp, first, chunks, resp.headers.get("x-routstr-cost-msats"))
         except AttemptFailed:
-            if resp is not None:
-                resp.release()
             raise
         except BaseException as exc:
             if resp is not None:
@@ -217,7 +220,7 @@ class UpstreamClient:
                 raise AttemptFailed(
                     "reset", f"{provider.name}: stream ended before any data"
                 ) from None
-            raise _classify(provider, exc, resp is not None) from exc
+            raise _classify(provider, exc) from exc
 
 
 def _status_failure(
@@ -230,21 +233,19 @@ def _status_failure(
         status=status,
         body=body,
         content_type=ctype,
-        retry_after_s=parse_retry_after(headers.get("Retry-After")),
+        retry_after_s=parse_retry_after(headers.get("retry-after")),
     )
 
 
-def _classify(provider: Provider, exc: BaseException, sent: bool) -> BaseException:
+def _classify(provider: Provider, exc: BaseException) -> BaseException:
     """Map a transport exception to an AttemptFailed; cancellation passes through."""
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+    if isinstance(exc, AttemptFailed | asyncio.CancelledError | KeyboardInterrupt | SystemExit):
         return exc
     name = provider.name
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return AttemptFailed("connect", f"{name}: cannot connect: {exc}")
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        if not sent:
-            return AttemptFailed("timeout", f"{name}: no response before the timeout")
-        return AttemptFailed("timeout", f"{name}: timed out reading the response")
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, ConnectFailed):
+        return AttemptFailed("connect", f"{name}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return AttemptFailed("timeout", f"{name}: no complete response before the timeout")
+    if isinstance(exc, OSError):
         return AttemptFailed("reset", f"{name}: connection broken: {exc or type(exc).__name__}")
     return exc
