@@ -529,3 +529,22 @@ async def test_client_disconnect_cancels_upstream_completion(
         task.cancel()
         gone = await fake_upstream.wait_disconnect(timeout_s=2.0)
     assert gone - left < 0.2
+
+
+async def test_upstream_connections_are_kept_alive_and_reused(
+    fake_upstream: FakeUpstream, proxies: list[ProxyThread]
+) -> None:
+    proxy = start(proxies, one_provider(fake_upstream.url))
+    for _ in range(5):
+        status, _, _ = await post(proxy, HI)
+        assert status == 200
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.url + CHAT, json={**HI, "stream": True}) as r,
+    ):
+        await r.read()
+    assert len(fake_upstream.chat_requests) == 6
+    assert fake_upstream.connection_count == 1
+    head = fake_upstream.last_request.headers
+    assert head["accept-encoding"] == "identity"
+    assert head["content-type"] == "application/json"

@@ -126,6 +126,7 @@ class _Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._headers_done = False
         self._eof_delimited = False
+        self._keep_alive = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -158,6 +159,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        self._keep_alive = self._parser.should_keep_alive()  # only valid while in the head
         h = self._headers
         self._eof_delimited = "content-length" not in h and "chunked" not in h.get(
             "transfer-encoding", ""
@@ -219,12 +221,7 @@ class _Connection(asyncio.Protocol):
                 self._body_waiter = None
 
     def finish(self) -> None:
-        reusable = (
-            self._complete
-            and not self.closed
-            and self._error is None
-            and self._parser.should_keep_alive()
-        )
+        reusable = self._complete and not self.closed and self._error is None and self._keep_alive
         if reusable:
             self._reset_request()
             self._pool.put(self)

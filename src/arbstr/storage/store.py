@@ -24,6 +24,8 @@ from decimal import Decimal
 from arbstr.records import RatioBook, RequestRecord
 from arbstr.storage.schema import SchemaTooNew, migrate, user_version
 
+_LINGER_S = 0.02  # seconds the writer waits after the first queued row
+
 log = logging.getLogger("arbstr.storage")
 
 DEFAULT_QUEUE_SIZE = 10_000
@@ -322,6 +324,9 @@ class Store:
         size = self._batch_size
         while True:
             batch = [q.get()]
+            # linger a moment so that under load one wake-up writes many rows in one
+            # transaction, instead of waking (on the proxy's core) for every request
+            time.sleep(_LINGER_S)
             while len(batch) < size:
                 try:
                     batch.append(q.get_nowait())

@@ -1,0 +1,125 @@
+"""The hot-path HTTP/1.1 client against raw loopback servers: body framings, keep-alive,
+broken answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from arbstr.transport import ConnectFailed, ResponseBroken, Target, Transport
+
+HANG: list[bool] = []  # non-empty: the server keeps connections open after its last answer
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future[None] | None"]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[list[bytes], list[bytes], asyncio.Server]]:
+    """Answers each request with the next scripted raw response; records the requests."""
+    answers: list[bytes] = []
+    seen: list[bytes] = []
+    hang = HANG
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while answers:
+                seen.append(await _read_request(reader))
+                writer.write(answers.pop(0))
+                await writer.drain()
+            if hang:
+                await reader.read()  # keep the connection open until the client leaves
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield answers, seen, srv
+    srv.close()
+
+
+def target(srv: asyncio.Server) -> Target:
+    port = srv.sockets[0].getsockname()[1]
+    return Target.for_url(f"http://127.0.0.1:{port}/v1/chat/completions", {"X-A": "b"})
+
+
+async def test_content_length_and_chunked_bodies_on_one_connection(
+    server: tuple[list[bytes], list[bytes], asyncio.Server],
+) -> None:
+    answers, seen, srv = server
+    answers += [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Routstr-Cost-Msats: 7\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    ]
+    t = Transport()
+    r1 = await t.post(target(srv), b"{}", b"X-Request-Id: 1\r\n", 5)
+    assert r1.status == 200 and r1.headers["x-routstr-cost-msats"] == "7"
+    assert await r1.read() == b"hello"
+    r2 = await t.post(target(srv), b"[1]", b"", 5)
+    assert b"".join([c async for c in r2.chunks(5)]) == b"abcde"
+    r2.close()
+    assert len(seen) == 2
+    assert seen[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"X-A: b\r\nX-Request-Id: 1\r\nContent-Length: 2\r\n\r\n{}" in seen[0]
+    t.close()
+
+
+async def test_body_delimited_by_connection_close(
+    server: tuple[list[bytes], list[bytes], asyncio.Server],
+) -> None:
+    answers, _, srv = server
+    answers.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+    t = Transport()
+    r = await t.post(target(srv), b"{}", b"", 5)
+    assert await r.read() == b"until the end"
+    t.close()
+
+
+async def test_cut_body_and_garbage_are_response_broken(
+    server: tuple[list[bytes], list[bytes], asyncio.Server],
+) -> None:
+    answers, _, srv = server
+    answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    t = Transport()
+    r = await t.post(target(srv), b"{}", b"", 5)
+    with pytest.raises(ResponseBroken, match="mid-body"):
+        await r.read()
+    answers.append(b"NOT HTTP AT ALL\r\n\r\n")
+    with pytest.raises(ResponseBroken):
+        await t.post(target(srv), b"{}", b"", 5)
+    t.close()
+
+
+async def test_connect_refused_is_connect_failed() -> None:
+    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    tgt = target(srv)
+    srv.close()
+    await srv.wait_closed()
+    with pytest.raises(ConnectFailed):
+        await Transport().post(tgt, b"{}", b"", 2)
+
+
+async def test_idle_timeout_between_chunks(
+    server: tuple[list[bytes], list[bytes], asyncio.Server],
+) -> None:
+    answers, _, srv = server
+    HANG.append(True)
+    answers.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    t = Transport()
+    r = await t.post(target(srv), b"{}", b"", 5)
+    it = r.chunks(0.2).__aiter__()
+    assert await it.__anext__() == b"abc"
+    with pytest.raises(TimeoutError):
+        await it.__anext__()
+    r.close()
+    t.close()
+    HANG.clear()
