@@ -6,9 +6,10 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -42,6 +43,7 @@ from arbstr.upstream import AttemptFailed, JsonReply, StreamReply
 from arbstr.usage import Usage, provider_cost_sats
 
 log = logging.getLogger("arbstr.chat")
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------
 # What arbstr reads of the request (everything else is forwarded untouched)
@@ -273,26 +275,10 @@ class ChatHandler:
                 c.provider, prep.body, ex.request_id, min(timeout_cap, remaining)
             )
 
-        try:
-            cand, reply = await run_with_retries(
-                prep.route.candidates,
-                attempt,
-                settings=gw.config.retry,
-                health=gw.health,
-                deadline=time.monotonic() + gw.config.retry.deadline_s,
-                log=ex.attempts,
-                rng=gw.rng,
-                on_candidate=lambda c: _set_provider(ex, c),
-            )
-        except AttemptFailed as failure:
-            watch.stop()
-            await self._pass_through(failure, ex, send)
+        delivered = await self._deliver(prep, ex, send, watch, attempt)
+        if delivered is None:
             return
-        except ArbstrError as err:
-            watch.stop()
-            await send_error(send, err, ex.headers())
-            self._record_error(ex, err.status, err.message)
-            return
+        cand, reply = delivered
 
         usage = reply.usage
         in_tok, out_tok = _tokens(usage, ex.est_input_tokens, None)
@@ -318,6 +304,37 @@ class ChatHandler:
             latency_ms=latency,
         )
 
+    async def _deliver(
+        self,
+        prep: Prepared,
+        ex: Exchange,
+        send: Send,
+        watch: _DisconnectWatch,
+        attempt: Callable[[Candidate, float], Awaitable[T]],
+    ) -> tuple[Candidate, T] | None:
+        """Run the attempts (retries, fallback, breaker). On final failure answer the client
+        (the upstream's own 4xx, or an OpenAI-shaped error), record it and return None."""
+        gw = self.gw
+        try:
+            return await run_with_retries(
+                prep.route.candidates,
+                attempt,
+                settings=gw.config.retry,
+                health=gw.health,
+                deadline=time.monotonic() + gw.config.retry.deadline_s,
+                log=ex.attempts,
+                rng=gw.rng,
+                on_candidate=lambda c: _set_provider(ex, c),
+            )
+        except AttemptFailed as failure:
+            watch.stop()
+            await self._pass_through(failure, ex, send)
+        except ArbstrError as err:
+            watch.stop()
+            await send_error(send, err, ex.headers())
+            self._record_error(ex, err.status, err.message)
+        return None
+
     async def _pass_through(self, failure: AttemptFailed, ex: Exchange, send: Send) -> None:
         """An upstream 4xx that is the request's fault: passed on as the upstream sent it."""
         status = failure.status or 502
@@ -342,26 +359,10 @@ class ChatHandler:
                 c.provider, prep.body, ex.request_id, min(first_byte_cap, remaining)
             )
 
-        try:
-            cand, sr = await run_with_retries(
-                prep.route.candidates,
-                attempt,
-                settings=gw.config.retry,
-                health=gw.health,
-                deadline=time.monotonic() + gw.config.retry.deadline_s,
-                log=ex.attempts,
-                rng=gw.rng,
-                on_candidate=lambda c: _set_provider(ex, c),
-            )
-        except AttemptFailed as failure:
-            watch.stop()
-            await self._pass_through(failure, ex, send)
+        delivered = await self._deliver(prep, ex, send, watch, attempt)
+        if delivered is None:
             return
-        except ArbstrError as err:
-            watch.stop()
-            await send_error(send, err, ex.headers())
-            self._record_error(ex, err.status, err.message)
-            return
+        cand, sr = delivered
 
         state = _StreamState()
 
