@@ -26,6 +26,7 @@ import msgspec
 from aiohttp import web
 
 from arbstr.errors import error_body
+from arbstr.openai_types import Message, StreamOptions, text_of
 
 __all__ = [
     "DEFAULT_MOCKS",
@@ -59,25 +60,11 @@ DEFAULT_MOCKS: tuple[MockSpec, ...] = (
 # --- request decoding (only the fields the mock needs; unknown fields are ignored) ----------
 
 
-class _Part(msgspec.Struct):
-    type: str = "text"
-    text: str | None = None
-
-
-class _Message(msgspec.Struct):
-    role: str = ""
-    content: str | list[_Part] | None = None
-
-
-class _StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
 class _ChatRequest(msgspec.Struct):
     model: str
-    messages: list[_Message]
+    messages: list[Message]
     stream: bool | None = None
-    stream_options: _StreamOptions | None = None
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
 
@@ -92,24 +79,16 @@ _DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-def _text_of(content: str | list[_Part] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.text for part in content if part.text)
-
-
-def _prompt_tokens(messages: list[_Message]) -> int:
-    chars = sum(len(_text_of(m.content)) for m in messages)
+def _prompt_tokens(messages: list[Message]) -> int:
+    chars = sum(len(text_of(m.content)) for m in messages)
     return max(1, math.ceil(chars / 4)) + 3 * len(messages)
 
 
-def _last_user_text(messages: list[_Message]) -> str:
+def _last_user_text(messages: list[Message]) -> str:
     for message in reversed(messages):
         if message.role == "user":
-            return _text_of(message.content)
-    return _text_of(messages[-1].content)
+            return text_of(message.content)
+    return text_of(messages[-1].content)
 
 
 def _error(status: int, message: str, type_: str, code: str | None) -> web.Response:

@@ -16,6 +16,7 @@ import msgspec
 
 from arbstr.errors import ArbstrError, AuthError, InvalidRequest, UpstreamError
 from arbstr.executor import AttemptLog, run_with_retries
+from arbstr.openai_types import Message, StreamOptions, text_of
 from arbstr.policy import select_policy
 from arbstr.pricing import (
     cost_sats,
@@ -49,26 +50,13 @@ T = TypeVar("T")
 # What arbstr reads of the request (everything else is forwarded untouched)
 
 
-class _Part(msgspec.Struct):
-    text: str | None = None
-
-
-class _Message(msgspec.Struct):
-    role: str = ""
-    content: str | list[_Part] | None = None
-
-
-class _StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
 class ChatView(msgspec.Struct):
     model: str | msgspec.UnsetType = msgspec.UNSET
-    messages: list[_Message] | msgspec.UnsetType = msgspec.UNSET
+    messages: list[Message] | msgspec.UnsetType = msgspec.UNSET
     stream: bool | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    stream_options: _StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
+    stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _view_decoder = msgspec.json.Decoder(ChatView)
@@ -82,14 +70,6 @@ SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
     (b"x-arbstr-streaming", b"true"),
 ]
-
-
-def _text_of(content: str | list[_Part] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(p.text for p in content if p.text)
 
 
 _getrandbits = random.Random().getrandbits  # seeded from os.urandom at import
@@ -226,7 +206,7 @@ class ChatHandler:
         chars = 0
         last_user: str | None = None
         for m in view.messages:
-            text = _text_of(m.content)
+            text = text_of(m.content)
             chars += len(text)
             if m.role == "user":
                 last_user = text
@@ -251,7 +231,7 @@ class ChatHandler:
             rewrite = {"model": r.model}
         if stream:
             so = view.stream_options
-            client_wants_usage = isinstance(so, _StreamOptions) and so.include_usage is True
+            client_wants_usage = isinstance(so, StreamOptions) and so.include_usage is True
             if not client_wants_usage:
                 if so is msgspec.UNSET and rewrite is None:
                     body = _splice_usage_option(body)
