@@ -4,14 +4,19 @@ broken answers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import pytest
 
 from arbstr.transport import ConnectFailed, ResponseBroken, Target, Transport
 
-HANG: list[bool] = []  # non-empty: the server keeps connections open after its last answer
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future[None] | None"]
+
+@dataclass
+class Script:
+    answers: list[bytes] = field(default_factory=list)  # raw responses, one per request
+    seen: list[bytes] = field(default_factory=list)  # the raw requests received
+    hang: bool = False  # keep the connection open after the last answer
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
@@ -24,11 +29,10 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[list[bytes], list[bytes], asyncio.Server]]:
+async def server() -> AsyncIterator[tuple[Script, asyncio.Server]]:
     """Answers each request with the next scripted raw response; records the requests."""
-    answers: list[bytes] = []
-    seen: list[bytes] = []
-    hang = HANG
+    script = Script()
+    answers, seen = script.answers, script.seen
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -36,14 +40,14 @@ async def server() -> AsyncIterator[tuple[list[bytes], list[bytes], asyncio.Serv
                 seen.append(await _read_request(reader))
                 writer.write(answers.pop(0))
                 await writer.drain()
-            if hang:
+            if script.hang:
                 await reader.read()  # keep the connection open until the client leaves
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
 
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield answers, seen, srv
+    yield script, srv
     srv.close()
 
 
@@ -53,9 +57,10 @@ def target(srv: asyncio.Server) -> Target:
 
 
 async def test_content_length_and_chunked_bodies_on_one_connection(
-    server: tuple[list[bytes], list[bytes], asyncio.Server],
+    server: tuple[Script, asyncio.Server],
 ) -> None:
-    answers, seen, srv = server
+    script, srv = server
+    answers, seen = script.answers, script.seen
     answers += [
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Routstr-Cost-Msats: 7\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
@@ -74,9 +79,10 @@ async def test_content_length_and_chunked_bodies_on_one_connection(
 
 
 async def test_body_delimited_by_connection_close(
-    server: tuple[list[bytes], list[bytes], asyncio.Server],
+    server: tuple[Script, asyncio.Server],
 ) -> None:
-    answers, _, srv = server
+    script, srv = server
+    answers = script.answers
     answers.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
     t = Transport()
     r = await t.post(target(srv), b"{}", b"", 5)
@@ -85,9 +91,10 @@ async def test_body_delimited_by_connection_close(
 
 
 async def test_cut_body_and_garbage_are_response_broken(
-    server: tuple[list[bytes], list[bytes], asyncio.Server],
+    server: tuple[Script, asyncio.Server],
 ) -> None:
-    answers, _, srv = server
+    script, srv = server
+    answers = script.answers
     answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
     t = Transport()
     r = await t.post(target(srv), b"{}", b"", 5)
@@ -109,10 +116,11 @@ async def test_connect_refused_is_connect_failed() -> None:
 
 
 async def test_idle_timeout_between_chunks(
-    server: tuple[list[bytes], list[bytes], asyncio.Server],
+    server: tuple[Script, asyncio.Server],
 ) -> None:
-    answers, _, srv = server
-    HANG.append(True)
+    script, srv = server
+    answers = script.answers
+    script.hang = True
     answers.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
     t = Transport()
     r = await t.post(target(srv), b"{}", b"", 5)
@@ -122,4 +130,3 @@ async def test_idle_timeout_between_chunks(
         await it.__anext__()
     r.close()
     t.close()
-    HANG.clear()
