@@ -202,8 +202,10 @@ def providers(config: ConfigOpt = None) -> None:
 async def _discover_prices(book: PriceBook, connect_timeout_s: float) -> None:
     import aiohttp
 
+    from arbstr.routstr import discovery_timeout_s
+
     async with aiohttp.ClientSession() as session:
-        await book.refresh_all(session, min(15.0, connect_timeout_s + 5.0))
+        await book.refresh_all(session, discovery_timeout_s(connect_timeout_s))
 
 
 @app.command()
@@ -340,6 +342,25 @@ def _report(
         out.print(requests_table(result, short_ids=out.width < 150))
 
 
+def _filters(
+    range_: str | None,
+    since: str | None,
+    until: str | None,
+    model: str | None,
+    provider: str | None,
+    policy: str | None,
+) -> dict[str, str | None]:
+    """The filters `stats` and `requests` share, named as the HTTP query parameters."""
+    return {
+        "range": range_,
+        "since": since,
+        "until": until,
+        "model": model,
+        "provider": provider,
+        "policy": policy,
+    }
+
+
 @app.command()
 def stats(
     db: DbOpt = None,
@@ -357,12 +378,7 @@ def stats(
 ) -> None:
     """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
     params = {
-        "range": range_,
-        "since": since,
-        "until": until,
-        "model": model,
-        "provider": provider,
-        "policy": policy,
+        **_filters(range_, since, until, model, provider, policy),
         "group_by": group_by,
     }
     _report(db, config, params, "stats", as_json, group_by)
@@ -395,12 +411,7 @@ def requests(
 ) -> None:
     """The request log, newest first (as GET /v1/requests; default all time)."""
     params = {
-        "range": range_,
-        "since": since,
-        "until": until,
-        "model": model,
-        "provider": provider,
-        "policy": policy,
+        **_filters(range_, since, until, model, provider, policy),
         "success": None if success is None else str(success).lower(),
         "streaming": None if streaming is None else str(streaming).lower(),
         "page": str(page),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from arbstr.config import RetrySettings
-from arbstr.errors import AllCoolingDown, ArbstrError, DeadlineExceeded, UpstreamError
+from arbstr.errors import AllCoolingDown, DeadlineExceeded, UpstreamError
 from arbstr.health import HealthBoard
 from arbstr.router import Candidate
 from arbstr.upstream import AttemptFailed
@@ -56,10 +56,6 @@ def backoff_delay(attempt: int, settings: RetrySettings, rng: random.Random) -> 
     delay_ms = min(base, settings.backoff_max_ms)
     jitter: float = rng.uniform(0.75, 1.25)
     return max(0.0, delay_ms * jitter) / 1000.0
-
-
-class DeliveryError(ArbstrError):
-    """A final failure after all attempts; carries the attempt log for headers and logging."""
 
 
 async def run_with_retries(

@@ -81,6 +81,11 @@ async def fetch_prices(
     return prices
 
 
+def discovery_timeout_s(connect_timeout_s: float) -> float:
+    """How long one ``GET /models`` may take: the connect timeout plus 5 s, at most 15 s."""
+    return min(15.0, connect_timeout_s + 5.0)
+
+
 class PriceBook:
     """Current providers with discovered prices applied, refreshed in the background."""
 

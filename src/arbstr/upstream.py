@@ -101,12 +101,10 @@ class UpstreamClient:
         self,
         *,
         connect_timeout_s: float,
-        request_timeout_s: float,
         stream_idle_timeout_s: float,
         limit_per_host: int = 256,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
-        self.request_timeout_s = request_timeout_s
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None

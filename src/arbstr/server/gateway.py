@@ -8,7 +8,7 @@ import random
 from arbstr.config import Config
 from arbstr.health import HealthBoard
 from arbstr.records import MemorySink, RatioBook, RecordSink
-from arbstr.routstr import PriceBook
+from arbstr.routstr import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
 from arbstr.upstream import UpstreamClient
 
@@ -26,7 +26,6 @@ class Gateway:
         s = config.server
         self.upstream = UpstreamClient(
             connect_timeout_s=s.connect_timeout_s,
-            request_timeout_s=s.request_timeout_s,
             stream_idle_timeout_s=s.stream_idle_timeout_s,
         )
         self.health = HealthBoard(
@@ -48,7 +47,7 @@ class Gateway:
 
     @property
     def discovery_timeout_s(self) -> float:
-        return min(15.0, self.config.server.connect_timeout_s + 5.0)
+        return discovery_timeout_s(self.config.server.connect_timeout_s)
 
     async def start(self) -> None:
         await self.upstream.start()

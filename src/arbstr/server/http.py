@@ -70,13 +70,6 @@ async def send_error(
     await send_bytes(send, err.status, err.body(), [JSON_CT, *headers])
 
 
-def header_value(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v.decode("latin-1")  # type: ignore[no-any-return]
-    return None
-
-
 def check_bearer(scope: Scope, expected: bytes) -> bool:
     """Constant-time comparison of ``Authorization: Bearer <token>``."""
     for k, v in scope["headers"]:
