@@ -311,6 +311,7 @@ def test_serve_mock_starts_serves_and_stops_on_sigterm(cli: Cli) -> None:
     assert headers["x-arbstr-provider"] == "mock-alpha"  # the cheaper mock
     assert headers["x-arbstr-model"] == "gpt-4o"
     cost = headers["x-arbstr-cost-sats"]
+    first_id = headers["x-arbstr-request-id"]
     assert len(cost.split(".")[1]) == 3
     assert float(cost) > 0
     reply = json.loads(body)
@@ -343,4 +344,10 @@ def test_serve_mock_starts_serves_and_stops_on_sigterm(cli: Cli) -> None:
     output = cli.serve_log.read()
     assert "Traceback" not in output, output
     assert "Shutting down" in output
+    # one summary line per request, written by the log thread before exit
+    line = next(x for x in output.splitlines() if f"request_id={first_id}" in x)
+    assert " INFO    arbstr.chat " in line
+    assert "chat ok model=gpt-4o provider=mock-alpha policy=default stream=False" in line
+    assert f"cost_sats={cost} " in line
+    assert output.count(" chat ok ") == 3
     assert list(cli.empty_dir.iterdir()) == []  # --db was honoured: no ./arbstr.db

@@ -14,11 +14,14 @@ from hypothesis import strategies as st
 from arbstr.pricing import (
     DEFAULT_OUTPUT_TOKENS,
     Rates,
+    cost_msats,
     cost_sats,
     estimate_cost,
     estimate_input_tokens,
     estimate_output_tokens,
+    format_msats,
     format_sats,
+    msats_decimal,
     msats_to_sats,
     to_decimal,
 )
@@ -58,6 +61,33 @@ def test_cost_equals_exact_rational_rounded_half_up(
     cost = cost_sats(Rates.of(i, o, b), tin, tout)
     assert Fraction(cost) == expected_cost(i, o, b, tin, tout)
     assert cost.as_tuple().exponent == -3  # always millisat precision
+
+
+@given(i=rates_st, o=rates_st, b=rates_st, tin=tokens, tout=tokens)
+def test_integer_msat_cost_is_the_exact_cost(
+    i: Rate, o: Rate, b: Rate, tin: int, tout: int
+) -> None:
+    msats = cost_msats(Rates.of(i, o, b), tin, tout)
+    assert isinstance(msats, int)
+    assert Fraction(msats, 1000) == expected_cost(i, o, b, tin, tout)
+    assert format_msats(msats) == format_sats(cost_sats(Rates.of(i, o, b), tin, tout))
+
+
+@given(st.integers(min_value=0, max_value=10**30))
+def test_format_msats_matches_the_decimal(msats: int) -> None:
+    text = format_msats(msats)
+    assert re.fullmatch(r"\d+\.\d{3}", text), text
+    assert Fraction(Decimal(text)) == Fraction(msats_decimal(msats)) == Fraction(msats, 1000)
+    assert str(msats_decimal(msats)) == text
+
+
+def test_integer_form_of_tiny_and_huge_rates() -> None:
+    tiny = Rates.of(1e-300, 0, 0)
+    assert tiny.den == 10**300 and tiny.input_n == 1
+    assert cost_msats(tiny, 10**7, 0) == 0
+    huge = Rates.of(1e300, 0, 0.001)
+    assert huge.den == 1 and huge.fee_n == 1
+    assert cost_msats(huge, 1, 0) == 10**300 + 1
 
 
 def test_cost_examples() -> None:

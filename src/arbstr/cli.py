@@ -93,7 +93,7 @@ def serve(
     from arbstr.runner import serve as serve_async
 
     try:
-        listener = setup_logging(log_level)
+        log_writer = setup_logging(log_level)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     try:
@@ -114,7 +114,7 @@ def serve(
         cfg = cfg.with_db_path(resolve_db_path(db, cfg, os.environ))
         check_listen_safety(cfg, insecure)
     except ConfigError as exc:
-        listener.stop()
+        log_writer.stop()
         raise _fail(str(exc)) from None
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the handler that was in
     # place before: the default one would kill the process (exit -15) before the `finally`
@@ -125,7 +125,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        listener.stop()
+        log_writer.stop()
 
 
 @app.command()

@@ -2,7 +2,10 @@
 
 Money is exact: rates are kept as :class:`~decimal.Decimal` built from the rate's shortest
 decimal spelling, and a request's cost is rounded once, half-up, to the millisatoshi (the
-smallest unit Lightning settles). Floats are used only to *rank* candidates.
+smallest unit Lightning settles). On the request path the cost is integer arithmetic: each
+:class:`Rates` also holds its three prices as integers over one power of ten, so a cost is
+two multiplications, two additions and one floor division (about a tenth of the Decimal
+version's time). Floats are used only to *rank* candidates.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ class Rates:
     input_f: float
     output_f: float
     base_f: float
+    # exact integer form: cost in msat = (in * input_n + out * output_n + fee_n) / den
+    input_n: int
+    output_n: int
+    fee_n: int
+    den: int
 
     @classmethod
     def of(
@@ -58,7 +66,47 @@ class Rates:
             raise ValueError("rates must not be negative")
         # -0.0 -> 0.0 (exactly, no context rounding) so a zero cost never prints as "-0.000"
         i, o, b = i.copy_abs(), o.copy_abs(), b.copy_abs()
-        return cls(i, o, b, float(i), float(o), float(b))
+        # sats per 1000 tokens * tokens = msat, and the fee in msat is 1000 * base_fee: with
+        # den = 10**k (k the most decimals any of the three needs) every numerator is an int
+        fee_msat = b.scaleb(3, context=_EXACT)
+        k = max(0, *(-_exponent(d) for d in (i, o, fee_msat)))
+        den = 10**k
+        return cls(
+            i,
+            o,
+            b,
+            float(i),
+            float(o),
+            float(b),
+            _scaled(i, k),
+            _scaled(o, k),
+            _scaled(fee_msat, k),
+            den,
+        )
+
+
+def _exponent(d: Decimal) -> int:
+    """The exponent of ``d`` without trailing zeros (``10.0`` -> 1), so equal rates get the same
+    integer form."""
+    exp = d.normalize(_EXACT).as_tuple().exponent
+    assert isinstance(exp, int)  # finite, checked by the caller
+    return exp
+
+
+def _scaled(d: Decimal, k: int) -> int:
+    """``d * 10**k`` as an int (exact: k covers every decimal of d)."""
+    return int(d.scaleb(k, context=_EXACT))
+
+
+def cost_msats(rates: Rates, input_tokens: int, output_tokens: int) -> int:
+    """Exact cost of a request in millisats, rounded half-up: what :func:`cost_sats` is, x1000.
+
+    ``input_tokens * input_rate + output_tokens * output_rate + 1000 * base_fee`` msat
+    (rates are sats per 1000 tokens).
+    """
+    den = rates.den
+    num = input_tokens * rates.input_n + output_tokens * rates.output_n + rates.fee_n
+    return (2 * num + den) // (2 * den)
 
 
 def cost_sats(rates: Rates, input_tokens: int, output_tokens: int) -> Decimal:
@@ -66,12 +114,18 @@ def cost_sats(rates: Rates, input_tokens: int, output_tokens: int) -> Decimal:
 
     ``(input_tokens * input_rate + output_tokens * output_rate) / 1000 + base_fee``
     """
-    c = _EXACT
-    raw = c.add(
-        c.multiply(Decimal(input_tokens), rates.input_rate),
-        c.multiply(Decimal(output_tokens), rates.output_rate),
-    )
-    return c.add(c.divide(raw, _THOUSAND), rates.base_fee).quantize(_MSAT, context=c)
+    return msats_decimal(cost_msats(rates, input_tokens, output_tokens))
+
+
+def msats_decimal(msats: int) -> Decimal:
+    """Whole millisats as sats with three decimals: ``1234`` -> ``Decimal("1.234")``."""
+    return Decimal(msats).scaleb(-3, context=_EXACT)
+
+
+def format_msats(msats: int) -> str:
+    """Whole millisats as sats with exactly three decimals: ``1234`` -> ``"1.234"``."""
+    sats, rest = divmod(msats, 1000)
+    return f"{sats}.{rest:03d}"
 
 
 def estimate_cost(rates: Rates, input_tokens: float, output_tokens: float) -> float:

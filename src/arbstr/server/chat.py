@@ -16,13 +16,16 @@ import msgspec
 
 from arbstr.errors import ArbstrError, AuthError, InvalidRequest, UpstreamError
 from arbstr.executor import AttemptLog, run_with_retries
+from arbstr.logs import log_request
 from arbstr.openai_types import Message, StreamOptions, text_of
 from arbstr.policy import select_policy
 from arbstr.pricing import (
+    cost_msats,
     cost_sats,
     estimate_input_tokens,
     estimate_output_tokens,
-    format_sats,
+    format_msats,
+    msats_decimal,
 )
 from arbstr.records import RequestRecord
 from arbstr.relay import StreamRelay
@@ -262,12 +265,12 @@ class ChatHandler:
 
         usage = reply.usage
         in_tok, out_tok = _tokens(usage, ex.est_input_tokens, None)
-        cost = cost_sats(cand.rates, in_tok, out_tok)
+        msats = cost_msats(cand.rates, in_tok, out_tok)
         latency = ex.elapsed_ms()
         overhead = max(0.0, latency - ex.attempts.upstream_wait_s * 1000.0)
         headers = ex.headers()
         headers.append((b"content-type", reply.content_type.encode("latin-1")))
-        headers.append((b"x-arbstr-cost-sats", format_sats(cost).encode()))
+        headers.append((b"x-arbstr-cost-sats", format_msats(msats).encode()))
         headers.append((b"x-arbstr-latency-ms", f"{latency:.2f}".encode()))
         headers.append((b"x-arbstr-overhead-ms", f"{overhead:.2f}".encode()))
         watch.stop()
@@ -279,7 +282,7 @@ class ChatHandler:
             success=True,
             input_tokens=in_tok,
             output_tokens=out_tok,
-            cost=cost,
+            cost=msats_decimal(msats),
             provider_cost=provider_cost_sats(usage, reply.routstr_cost_msats),
             latency_ms=latency,
         )
@@ -439,45 +442,27 @@ class ChatHandler:
         error_status: int | None = None,
         error_message: str | None = None,
     ) -> None:
-        self.gw.sink.submit(
-            RequestRecord(
-                request_id=ex.request_id,
-                timestamp=ex.timestamp,
-                model=ex.model,
-                provider=ex.provider,
-                policy=ex.policy,
-                streaming=ex.streaming,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_sats=cost,
-                provider_cost_sats=provider_cost,
-                latency_ms=round(latency_ms),
-                ttft_ms=None if ttft_ms is None else round(ttft_ms),
-                stream_duration_ms=None
-                if stream_duration_ms is None
-                else round(stream_duration_ms),
-                success=success,
-                error_status=error_status,
-                error_message=error_message,
-                attempts=max(1, ex.attempts.tried),
-            )
+        record = RequestRecord(
+            request_id=ex.request_id,
+            timestamp=ex.timestamp,
+            model=ex.model,
+            provider=ex.provider,
+            policy=ex.policy,
+            streaming=ex.streaming,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_sats=cost,
+            provider_cost_sats=provider_cost,
+            latency_ms=round(latency_ms),
+            ttft_ms=None if ttft_ms is None else round(ttft_ms),
+            stream_duration_ms=None if stream_duration_ms is None else round(stream_duration_ms),
+            success=success,
+            error_status=error_status,
+            error_message=error_message,
+            attempts=max(1, ex.attempts.tried),
         )
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "chat %s model=%s provider=%s policy=%s stream=%s tokens=%s/%s cost_sats=%s"
-                " latency_ms=%.1f retries=%s",
-                "ok" if success else f"error status={error_status}",
-                ex.model,
-                ex.provider,
-                ex.policy,
-                ex.streaming,
-                input_tokens,
-                output_tokens,
-                None if cost is None else format_sats(cost),
-                latency_ms,
-                ex.attempts.header() or 0,
-                extra=_rid(ex),
-            )
+        self.gw.sink.submit(record)
+        log_request(record)
 
     def _record_error(self, ex: Exchange, status: int, message: str) -> None:
         self._record(
