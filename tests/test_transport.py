@@ -66,10 +66,10 @@ async def test_content_length_and_chunked_bodies_on_one_connection(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
     ]
     t = Transport()
-    r1 = await t.post(target(srv), b"{}", b"X-Request-Id: 1\r\n", 5)
+    r1 = await t.post(target(srv), b"{}", b"X-Request-Id: 1\r\n", 5, 5)
     assert r1.status == 200 and r1.headers["x-routstr-cost-msats"] == "7"
     assert await r1.read() == b"hello"
-    r2 = await t.post(target(srv), b"[1]", b"", 5)
+    r2 = await t.post(target(srv), b"[1]", b"", 5, 5)
     assert b"".join([c async for c in r2.chunks(5)]) == b"abcde"
     r2.close()
     assert len(seen) == 2
@@ -85,7 +85,7 @@ async def test_body_delimited_by_connection_close(
     answers = script.answers
     answers.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
     t = Transport()
-    r = await t.post(target(srv), b"{}", b"", 5)
+    r = await t.post(target(srv), b"{}", b"", 5, 5)
     assert await r.read() == b"until the end"
     t.close()
 
@@ -97,12 +97,12 @@ async def test_cut_body_and_garbage_are_response_broken(
     answers = script.answers
     answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
     t = Transport()
-    r = await t.post(target(srv), b"{}", b"", 5)
+    r = await t.post(target(srv), b"{}", b"", 5, 5)
     with pytest.raises(ResponseBroken, match="mid-body"):
         await r.read()
     answers.append(b"NOT HTTP AT ALL\r\n\r\n")
     with pytest.raises(ResponseBroken):
-        await t.post(target(srv), b"{}", b"", 5)
+        await t.post(target(srv), b"{}", b"", 5, 5)
     t.close()
 
 
@@ -112,7 +112,7 @@ async def test_connect_refused_is_connect_failed() -> None:
     srv.close()
     await srv.wait_closed()
     with pytest.raises(ConnectFailed):
-        await Transport().post(tgt, b"{}", b"", 2)
+        await Transport().post(tgt, b"{}", b"", 2, 2)
 
 
 async def test_idle_timeout_between_chunks(
@@ -123,10 +123,61 @@ async def test_idle_timeout_between_chunks(
     script.hang = True
     answers.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
     t = Transport()
-    r = await t.post(target(srv), b"{}", b"", 5)
+    r = await t.post(target(srv), b"{}", b"", 5, 5)
     it = r.chunks(0.2).__aiter__()
     assert await it.__anext__() == b"abc"
     with pytest.raises(TimeoutError):
         await it.__anext__()
     r.close()
     t.close()
+
+
+async def test_deadline_covers_the_whole_answer(
+    server: tuple[Script, asyncio.Server],
+) -> None:
+    script, srv = server
+    script.hang = True
+    script.answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+    t = Transport()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    r = await t.post(target(srv), b"{}", b"", 5, 0.3)
+    with pytest.raises(TimeoutError, match="no complete response"):
+        await r.read()
+    assert 0.25 <= loop.time() - t0 < 2
+    t.close()
+
+
+async def test_idle_timer_is_rearmed_by_data_not_reset_per_chunk() -> None:
+    """A stream sending every 0.1 s outlives a 0.25 s idle timeout for 1 s, then times out
+    ~0.25 s after its last chunk; the first-byte deadline no longer applies."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await reader.read()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    t = Transport()
+    loop = asyncio.get_running_loop()
+    r = await t.post(target(srv), b"{}", b"", 5, 0.15)
+    got = b""
+    last = loop.time()
+
+    async def drain() -> None:
+        nonlocal got, last
+        async for chunk in r.chunks(0.25):
+            got += chunk
+            last = loop.time()
+
+    with pytest.raises(TimeoutError, match=r"no data for 0\.25 s"):
+        await drain()
+    assert got == b"x" * 10
+    assert 0.2 <= loop.time() - last < 1.0
+    r.close()
+    t.close()
+    srv.close()

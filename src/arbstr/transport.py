@@ -9,13 +9,18 @@ discovery, balances, Nostr).
 
 Errors: :class:`ConnectFailed` (nothing was sent), :class:`ResponseBroken` (the connection
 broke or the answer was malformed after the request was sent; an ``OSError``), and
-``TimeoutError`` from the caller's deadlines.
+``TimeoutError`` when a deadline passes or a stream goes quiet.
+
+Timeouts are one timer per connection (``loop.call_at``), not an ``asyncio.timeout`` scope
+per request and per chunk: the timer fails the waiting future directly, and a stream's idle
+timer is re-armed only when it fires (from the time of the last data), not on every chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -81,6 +86,7 @@ class Response:
         self.headers = headers  # lower-case names
 
     async def read(self) -> bytes:
+        """The whole body (within the deadline given to :meth:`Transport.post`)."""
         conn = self._conn
         parts: list[bytes] = []
         while True:
@@ -91,15 +97,20 @@ class Response:
         self.close()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes that have arrived since the last call (waiting for some), or None at
+        the end of the body."""
+        return await self._conn.next_body()
+
+    def stream_timeouts(self, idle_timeout_s: float) -> None:
+        """From now on no overall deadline, but ``TimeoutError`` when nothing arrives for
+        ``idle_timeout_s`` (for a stream, once its first bytes are in)."""
+        self._conn.set_timeouts(math.inf, idle_timeout_s)
+
     async def chunks(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (for streams); ends at the end of the body. Raises
-        ``TimeoutError`` when nothing arrives for ``idle_timeout_s``."""
-        conn = self._conn
-        while True:
-            async with asyncio.timeout(idle_timeout_s):
-                chunk = await conn.next_body()
-            if chunk is None:
-                return
+        """Body bytes as they arrive, with :meth:`stream_timeouts`; ends at the end of the body."""
+        self.stream_timeouts(idle_timeout_s)
+        while (chunk := await self._conn.next_body()) is not None:
             yield chunk
 
     def close(self) -> None:
@@ -115,6 +126,10 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = math.inf  # loop time by which the answer must be complete
+        self._idle = math.inf  # seconds without data after which a stream times out
+        self._last_data = 0.0
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -134,6 +149,8 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self._idle != math.inf:
+            self._last_data = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -182,6 +199,36 @@ class _Connection(asyncio.Protocol):
             self._complete = True
             self._wake()
 
+    # -- timeouts -----------------------------------------------------------------------------
+
+    def set_timeouts(self, deadline: float, idle_s: float) -> None:
+        """Fail the exchange with ``TimeoutError`` at loop time ``deadline``, or after
+        ``idle_s`` seconds without data, whichever comes first (``math.inf``: never)."""
+        self._deadline = deadline
+        self._idle = idle_s
+        self._last_data = self._loop.time()
+        self._cancel_timer()
+        expiry = min(deadline, self._last_data + idle_s)
+        if expiry != math.inf:
+            self._timer = self._loop.call_at(expiry, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fail(TimeoutError("no complete response before the timeout"))
+        elif now >= self._last_data + self._idle:
+            self._fail(TimeoutError(f"no data for {self._idle:g} s"))
+        else:  # data came since the timer was set: wait for the rest of the idle period
+            self._timer = self._loop.call_at(
+                min(self._deadline, self._last_data + self._idle), self._on_timer
+            )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     # -- request side -------------------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
@@ -199,10 +246,12 @@ class _Connection(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def send(self, data: bytes) -> Response:
-        """Write one request and wait for the response head."""
+    async def send(self, data: bytes, timeout_s: float) -> Response:
+        """Write one request and wait for the response head; the whole answer is due within
+        ``timeout_s`` (see :meth:`set_timeouts`)."""
         assert self.transport is not None
         self._head_waiter = self._loop.create_future()
+        self.set_timeouts(self._loop.time() + timeout_s, math.inf)
         self.transport.write(data)
         return await self._head_waiter
 
@@ -221,6 +270,7 @@ class _Connection(asyncio.Protocol):
                 self._body_waiter = None
 
     def finish(self) -> None:
+        self._cancel_timer()
         reusable = self._complete and not self.closed and self._error is None and self._keep_alive
         if reusable:
             self._reset_request()
@@ -230,6 +280,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
 
@@ -296,9 +347,12 @@ class Transport:
         body: bytes,
         extra_head: bytes,
         connect_timeout_s: float,
+        timeout_s: float,
     ) -> Response:
         """Send ``POST`` with ``body`` and return once the response head is in. ``extra_head``
-        holds per-request header lines, each ending in CRLF."""
+        holds per-request header lines, each ending in CRLF. The connection must be open within
+        ``connect_timeout_s``, and the whole answer in within ``timeout_s`` (a stream changes
+        that with :meth:`Response.stream_timeouts`)."""
         conn = await self.pool(target).acquire(connect_timeout_s)
         data = b"".join(
             (
@@ -311,7 +365,7 @@ class Transport:
             )
         )
         try:
-            return await conn.send(data)
+            return await conn.send(data, timeout_s)
         except BaseException:
             conn.abort()
             raise

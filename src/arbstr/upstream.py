@@ -1,4 +1,4 @@
-"""The aiohttp client: one attempt against one provider, with a classified outcome.
+"""One attempt against one provider, with a classified outcome.
 
 An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 :class:`AttemptFailed`, whose ``kind`` says what happened and whether retrying is safe:
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,8 +68,12 @@ class JsonReply:
 class StreamReply:
     response: Response
     first_chunk: bytes
-    chunks: AsyncIterator[bytes]
     routstr_cost_msats: str | None
+
+    async def next_chunk(self) -> bytes | None:
+        """The next body bytes; None at the end. ``TimeoutError`` when the stream goes quiet
+        for ``stream_idle_timeout_s``, ``OSError`` when it breaks."""
+        return await self.response.next_chunk()
 
     def close(self) -> None:
         self.response.close()
@@ -161,6 +165,7 @@ class UpstreamClient:
             body,
             b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n",
             min(self.connect_timeout_s, timeout_s),
+            timeout_s,
         )
 
     async def complete(
@@ -169,9 +174,8 @@ class UpstreamClient:
         """Send a non-streaming request and read the whole answer within ``timeout_s``."""
         resp: Response | None = None
         try:
-            async with asyncio.timeout(timeout_s):
-                resp = await self._post(provider, body, request_id, timeout_s)
-                data = await resp.read()
+            resp = await self._post(provider, body, request_id, timeout_s)
+            data = await resp.read()
         except BaseException as exc:
             if resp is not None:
                 resp.close()
@@ -195,29 +199,28 @@ class UpstreamClient:
         self, provider: Provider, body: bytes, request_id: str, first_byte_timeout_s: float
     ) -> StreamReply:
         """Send a streaming request and wait for the first body bytes (nothing sent to the
-        client yet, so any failure up to here can still be retried)."""
+        client yet, so any failure up to here can still be retried). After that, the stream
+        times out only when no data arrives for ``stream_idle_timeout_s``."""
         resp: Response | None = None
         try:
-            async with asyncio.timeout(first_byte_timeout_s):
-                resp = await self._post(provider, body, request_id, first_byte_timeout_s)
-                if resp.status >= 400:
-                    data = await resp.read()
-                    ctype = resp.headers.get("content-type", "application/json")
-                    raise _status_failure(provider, resp.status, data, ctype, resp.headers)
-                chunks = resp.chunks(self.stream_idle_timeout_s).__aiter__()
-                first = b""
-                while not first:
-                    first = await chunks.__anext__()
-            return StreamReply(resp, first, chunks, resp.headers.get("x-routstr-cost-msats"))
+            resp = await self._post(provider, body, request_id, first_byte_timeout_s)
+            if resp.status >= 400:
+                data = await resp.read()
+                ctype = resp.headers.get("content-type", "application/json")
+                raise _status_failure(provider, resp.status, data, ctype, resp.headers)
+            first: bytes | None = b""
+            while first == b"":
+                first = await resp.next_chunk()
+            if first is None:
+                resp.close()
+                raise AttemptFailed("reset", f"{provider.name}: stream ended before any data")
+            resp.stream_timeouts(self.stream_idle_timeout_s)
+            return StreamReply(resp, first, resp.headers.get("x-routstr-cost-msats"))
         except AttemptFailed:
             raise
         except BaseException as exc:
             if resp is not None:
                 resp.close()
-            if isinstance(exc, StopAsyncIteration):
-                raise AttemptFailed(
-                    "reset", f"{provider.name}: stream ended before any data"
-                ) from None
             raise _classify(provider, exc) from exc
 
 
