@@ -30,6 +30,7 @@ from arbstr.storage.queries import (
     read_requests,
     read_stats,
 )
+from arbstr.storage.store import StoredRatios
 from logdata import assert_stats_match, expected_stats, make_records, record, sort_key, where
 
 SPEC_REQUESTS_COLUMNS = [
@@ -637,3 +638,17 @@ def test_reading_a_missing_or_foreign_file(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable, match="not an arbstr request log"):
         read_requests(other, RequestsQuery())
     assert not Path(tmp_path / "missing.db").exists()
+
+
+def test_changed_ratios_are_taken_once_with_their_latest_value() -> None:
+    book = StoredRatios()
+    book.load("default", "gpt-4o", 2.0, 10)  # loaded from the database: not a change
+    assert book.take_changes() == []
+    book.observe("default", "gpt-4o", 10, 30)
+    book.observe("default", "gpt-4o", 10, 30)
+    book.observe("code", "gpt-4o", 0, 5)  # no input tokens: nothing learned, nothing saved
+    rows = book.take_changes()
+    avg = book.get("default", "gpt-4o")
+    assert rows == [("default", "gpt-4o", avg, 12)]
+    assert avg is not None and 2.0 < avg < 3.0
+    assert book.take_changes() == []

@@ -22,6 +22,7 @@ import time
 from typing import TextIO
 
 from arbstr.records import RequestRecord
+from arbstr.timefmt import IsoStamper
 
 LEVELS = ("debug", "info", "warning", "error")
 _LINGER_S = 0.02  # after the first item, wait this long so that a burst is one write
@@ -31,9 +32,7 @@ _STOP = object()
 _Item = logging.LogRecord | tuple[float, RequestRecord] | object
 
 
-def _timestamp(created: float) -> str:
-    msecs = int((created - int(created)) * 1000.0)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{msecs:03d}Z"
+_timestamp = IsoStamper()  # used on the log thread only
 
 
 def format_line(created: float, level: str, logger: str, request_id: str | None, msg: str) -> str:
@@ -45,7 +44,7 @@ def format_line(created: float, level: str, logger: str, request_id: str | None,
 def request_message(r: RequestRecord) -> str:
     """The summary of one chat request, ``key=value``; no prompt or completion text."""
     outcome = "ok" if r.success else f"error status={r.error_status}"
-    cost = "None" if r.cost_sats is None else f"{r.cost_sats:.3f}"
+    cost = r.cost_sats  # a Decimal with three decimals: str() is the exact spelling
     return (
         f"chat {outcome} model={r.model} provider={r.provider} policy={r.policy}"
         f" stream={r.streaming} tokens={r.input_tokens}/{r.output_tokens} cost_sats={cost}"

@@ -42,6 +42,7 @@ from arbstr.server.http import (
     send_bytes,
     send_error,
 )
+from arbstr.timefmt import IsoStamper
 from arbstr.upstream import AttemptFailed, JsonReply, StreamReply
 from arbstr.usage import Usage, provider_cost_sats
 
@@ -76,28 +77,32 @@ SSE_HEADERS: Headers = [
 
 
 _getrandbits = random.Random().getrandbits  # seeded from os.urandom at import
-_ts_cache: list[Any] = [-1, ""]  # [whole second, "YYYY-MM-DDTHH:MM:SS" of it]
+_stamp = IsoStamper()  # the event loop's
 
 
 def _iso_now() -> str:
-    """Now, UTC, ISO 8601 to the millisecond (``2025-01-02T03:04:05.678Z``). The part up to
-    the seconds is formatted once per second: strftime costs several µs per request."""
-    now = time.time()
-    sec = int(now)
-    if sec != _ts_cache[0]:
-        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _ts_cache[0] = sec
-    return f"{_ts_cache[1]}.{int((now - sec) * 1000.0):03d}Z"
+    """Now, UTC, ISO 8601 to the millisecond (``2025-01-02T03:04:05.678Z``)."""
+    return _stamp(time.time())
 
 
 def _request_id() -> str:
-    """A random version-4 UUID as text, at a fraction of ``str(uuid.uuid4())``'s cost. It is a
-    correlation id, not a secret, so the fast non-cryptographic generator is enough."""
-    h = f"{_getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    """A new request id: a version-7 UUID (RFC 9562) as text. Its first 48 bits are the Unix
+    time in ms, so ids sort by time and the request log's UNIQUE index on them grows at its
+    end: random (version-4) ids scatter every insert over the whole index, which doubled the
+    SQLite writer's CPU per row at 50k rows. The other 74 bits are random; ids correlate
+    requests, they are not secrets, so the fast non-cryptographic generator is enough."""
+    value = (time.time_ns() // 1_000_000) << 80 | _getrandbits(74)
+    # version 7 in bits 76-79, variant 0b10 in bits 62-63; the random bits slide around them
+    value = (value & _HIGH) | _V7 | (value & _MID) << 2 | _VARIANT | (value & _LOW)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant
+_HIGH = ((1 << 48) - 1) << 80  # unix_ts_ms
+_V7 = 0x7 << 76
+_MID = ((1 << 12) - 1) << 62  # rand_a, moved to bits 64-75
+_VARIANT = 0b10 << 62
+_LOW = (1 << 62) - 1  # rand_b
 
 
 @dataclass(slots=True)

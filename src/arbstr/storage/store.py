@@ -3,7 +3,8 @@
 The request path only calls :meth:`Store.submit`, which puts the record on an in-memory
 queue (a ``SimpleQueue`` put, ~0.2 µs) or, when the queue is full, drops it and counts it.
 One writer thread drains the queue and writes each batch (up to ``batch_size`` items) in
-one transaction with ``executemany``. Learned token ratios go through the same queue.
+one transaction with ``executemany``. Learned token ratios that changed are saved with each
+batch.
 
 A database that cannot be opened or written never breaks proxying: rows are then dropped
 and counted, a warning is logged once per outage, and :attr:`Store.available` is false.
@@ -18,7 +19,6 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 
 from arbstr.records import RatioBook, RequestRecord
@@ -49,20 +49,12 @@ ON CONFLICT (policy, model) DO UPDATE SET
 Row = tuple[object, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Ratio:
-    policy: str
-    model: str
-    avg_ratio: float
-    sample_count: int
-
-
 class _Stop:
     pass
 
 
 _STOP = _Stop()
-_Item = RequestRecord | _Ratio | threading.Event | _Stop
+_Item = RequestRecord | threading.Event | _Stop
 
 
 def _sats(value: Decimal | None) -> float | None:
@@ -96,19 +88,28 @@ def record_row(r: RequestRecord) -> Row:
 
 
 class StoredRatios(RatioBook):
-    """A :class:`RatioBook` whose every change is queued for the database."""
+    """A :class:`RatioBook` that remembers which ratios changed, for the writer thread to save
+    with its next batch (an observation always comes with a request record, which wakes it)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._store = store
+        self._changed: set[tuple[str, str]] = set()
 
     def observe(self, policy: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        key = (policy, model)
-        before = self._ratios.get(key)
         super().observe(policy, model, input_tokens, output_tokens)
-        after = self._ratios.get(key)
-        if after is not None and after is not before:
-            self._store._put(_Ratio(policy, model, after[0], after[1]))
+        self._changed.add((policy, model))
+
+    def take_changes(self) -> list[Row]:
+        """The ratios changed since the last call, as :data:`UPSERT_RATIO` parameters (on the
+        writer thread: the swap is atomic under the GIL; an ``add`` racing it lands in the set
+        taken here or in the next one)."""
+        changed, self._changed = self._changed, set()
+        rows: list[Row] = []
+        for policy, model in changed:
+            entry = self._ratios.get((policy, model))
+            if entry is not None:
+                rows.append((policy, model, entry[0], entry[1]))
+        return rows
 
 
 def connect_writer(path: str, busy_timeout_s: float) -> sqlite3.Connection:
@@ -148,7 +149,7 @@ class Store:
     ) -> None:
         """Use :meth:`open`; this constructor does no I/O and starts no thread."""
         self.path = path
-        self.ratios: RatioBook = StoredRatios(self)
+        self.ratios = StoredRatios()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._queue_size = queue_size
         self._batch_size = batch_size
@@ -199,10 +200,6 @@ class Store:
             self._dropped_submit += 1
             return
         self._queue.put(record)
-
-    def _put(self, item: _Ratio) -> None:
-        if not self._closed and self._queue.qsize() < self._queue_size:
-            self._queue.put(item)
 
     # -- status -------------------------------------------------------------------------------
 
@@ -337,26 +334,19 @@ class Store:
 
     def _process(self, batch: list[_Item]) -> bool:
         rows: list[Row] = []
-        ratios: dict[tuple[str, str], Row] = {}
         waiters: list[threading.Event] = []
         stop = False
         for item in batch:
             if isinstance(item, RequestRecord):
                 rows.append(record_row(item))
-            elif isinstance(item, _Ratio):
-                ratios[(item.policy, item.model)] = (
-                    item.policy,
-                    item.model,
-                    item.avg_ratio,
-                    item.sample_count,
-                )
             elif isinstance(item, threading.Event):
                 waiters.append(item)
             else:
                 stop = True
+        ratios = self.ratios.take_changes()
         if rows or ratios:
             try:
-                self._write(rows, list(ratios.values()))
+                self._write(rows, ratios)
             except Exception:  # never let the writer thread die
                 log.exception("request log writer failed")
                 self._dropped_write += len(rows)
