@@ -186,8 +186,10 @@ async def _stream_worker(
     expected_chunks: int,
     todo: list[int],
     out: StreamSample,
+    start_after_s: float,
 ) -> None:
     reader, writer = await asyncio.open_connection(*addr)
+    await asyncio.sleep(start_after_s)
     try:
         while todo:
             todo.pop()
@@ -213,12 +215,21 @@ async def run_streams(
     streams: int,
     concurrency: int,
     expected_chunks: int,
+    stagger_s: float = 0.0,
 ) -> StreamSample:
+    """``concurrency`` clients, each running streams back to back until ``streams`` are done.
+    Client ``i`` starts after ``i * stagger_s``: with the stream's duration over the
+    concurrency, arrivals are spread evenly, as from independent users; with 0 every client
+    starts at once and, the mock's timing being exact, they stay in lockstep (a burst of
+    ``concurrency`` requests, then of first chunks, then of every later chunk)."""
     out = StreamSample()
     request = http_request(path, body)
     todo = list(range(streams))
     await asyncio.gather(
-        *(_stream_worker(addr, request, expected_chunks, todo, out) for _ in range(concurrency))
+        *(
+            _stream_worker(addr, request, expected_chunks, todo, out, i * stagger_s)
+            for i in range(concurrency)
+        )
     )
     return out
 
@@ -231,6 +242,7 @@ def run_streams_sync(
     streams: int,
     concurrency: int,
     expected_chunks: int,
+    stagger_s: float = 0.0,
 ) -> StreamSample:
     coro = run_streams(
         addr,
@@ -239,6 +251,7 @@ def run_streams_sync(
         streams=streams,
         concurrency=concurrency,
         expected_chunks=expected_chunks,
+        stagger_s=stagger_s,
     )
     try:
         import uvloop

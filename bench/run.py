@@ -584,20 +584,35 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
         proxied += plan.latency_pairs + 50
         noise["latency c=1"] = cpu.lap()
 
-        log(f"streams, concurrency {plan.stream_concurrency}: {plan.streams} each way")
         stream_body = request_body(True)
-        s_direct, s_proxy = (
-            run_streams_sync(
-                addr,
-                path,
-                stream_body,
-                streams=plan.streams,
-                concurrency=plan.stream_concurrency,
-                expected_chunks=plan.chunks,
-            )
-            for addr, path in ((direct_addr, direct_path), (proxy_addr, CHAT_PATH))
+        # the time one stream takes, spread over the clients: evenly spaced arrivals
+        steady_stagger_s = (
+            (plan.first_byte_ms + plan.chunks * plan.chunk_ms)
+            / 1000.0
+            / max(1, plan.stream_concurrency)
         )
-        proxied += plan.streams
+        samples: dict[str, tuple[StreamSample, StreamSample]] = {}
+        for pattern, stagger in (("steady", steady_stagger_s), ("burst", 0.0)):
+            log(
+                f"streams, concurrency {plan.stream_concurrency}, {pattern} arrivals:"
+                f" {plan.streams} each way"
+            )
+            d, p = (
+                run_streams_sync(
+                    addr,
+                    path,
+                    stream_body,
+                    streams=plan.streams,
+                    concurrency=plan.stream_concurrency,
+                    expected_chunks=plan.chunks,
+                    stagger_s=stagger,
+                )
+                for addr, path in ((direct_addr, direct_path), (proxy_addr, CHAT_PATH))
+            )
+            samples[pattern] = (d, p)
+        s_direct, s_proxy = samples["steady"]
+        b_direct, b_proxy = samples["burst"]
+        proxied += 2 * plan.streams
         noise["streams"] = cpu.lap()
 
         log(f"throughput, concurrency {plan.concurrency}: direct, {plan.wrk_direct_s} s")
@@ -643,6 +658,8 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
         lat=lat,
         s_direct=s_direct,
         s_proxy=s_proxy,
+        b_direct=b_direct,
+        b_proxy=b_proxy,
         t_direct=t_direct,
         slices=slices,
         warm=warm,
@@ -695,6 +712,8 @@ def build_results(
     lat: LatencySample,
     s_direct: StreamSample,
     s_proxy: StreamSample,
+    b_direct: StreamSample,
+    b_proxy: StreamSample,
     t_direct: WrkResult,
     slices: list[WrkResult],
     warm: WrkResult,
@@ -747,17 +766,27 @@ def build_results(
             },
         }
 
-    sd, sp = stream_stats(s_direct), stream_stats(s_proxy)
+    def compare(direct: StreamSample, proxy: StreamSample) -> dict[str, Any]:
+        sd, sp = stream_stats(direct), stream_stats(proxy)
+        return {
+            "direct": sd,
+            "proxy": sp,
+            "added_ttfb_ms": {q: _r(sp["ttfb_ms"][q] - sd["ttfb_ms"][q]) for q in ("p50", "p99")},
+            "added_chunk_delay_ms": {
+                q: _r(sp["chunk_delay_ms"][q] - sd["chunk_delay_ms"][q]) for q in ("p50", "p99")
+            },
+        }
+
     streams: dict[str, Any] = {
         "concurrency": plan.stream_concurrency,
         "first_byte_ms": plan.first_byte_ms,
         "chunk_interval_ms": plan.chunk_ms,
         "chunks_per_stream": plan.chunks,
-        "direct": sd,
-        "proxy": sp,
-        "added_ttfb_ms": {q: _r(sp["ttfb_ms"][q] - sd["ttfb_ms"][q]) for q in ("p50", "p99")},
-        "added_chunk_delay_ms": {
-            q: _r(sp["chunk_delay_ms"][q] - sd["chunk_delay_ms"][q]) for q in ("p50", "p99")
+        "arrivals": "steady: client i starts i x (stream duration / concurrency) late",
+        **compare(s_direct, s_proxy),
+        "burst": {
+            "arrivals": "burst: all clients start at once and stay in lockstep",
+            **compare(b_direct, b_proxy),
         },
     }
     budget = {
@@ -814,6 +843,7 @@ def table(res: dict[str, Any]) -> str:
     )
     c = thr["concurrency"]
     sc = st["concurrency"]
+    bu = st["burst"]
     rows = [
         "| measure | direct | via arbstr | added by arbstr | budget | verdict |",
         "|---|---:|---:|---:|---|---|",
@@ -831,11 +861,15 @@ def table(res: dict[str, Any]) -> str:
         f"| latency p50 / p99 under load, c={c} | {thr['direct']['p50_ms']:.2f} /"
         f" {thr['direct']['p99_ms']:.2f} ms | {thr['proxy']['p50_ms_median_slice']:.2f} /"
         f" {thr['proxy']['p99_ms_worst_slice']:.2f} ms | | | |",
-        f"| stream time to first chunk p50, c={sc} | {st['direct']['ttfb_ms']['p50']:.3f} ms"
+        f"| stream time to first chunk p50, c={sc}, steady arrivals | {st['direct']['ttfb_ms']['p50']:.3f} ms"
         f" | {st['proxy']['ttfb_ms']['p50']:.3f} ms | **{st['added_ttfb_ms']['p50']:.3f} ms**"
         f" | ≤ {BUDGET_TTFB_MS} ms | {_ok(b['added_ttfb_p50'])} |",
-        f"| stream time to first chunk p99, c={sc} | {st['direct']['ttfb_ms']['p99']:.3f} ms"
+        f"| stream time to first chunk p99, c={sc}, steady arrivals | {st['direct']['ttfb_ms']['p99']:.3f} ms"
         f" | {st['proxy']['ttfb_ms']['p99']:.3f} ms | {st['added_ttfb_ms']['p99']:.3f} ms | | |",
+        f"| same, burst arrivals: p50 / p99 | {bu['direct']['ttfb_ms']['p50']:.3f} /"
+        f" {bu['direct']['ttfb_ms']['p99']:.3f} ms | {bu['proxy']['ttfb_ms']['p50']:.3f} /"
+        f" {bu['proxy']['ttfb_ms']['p99']:.3f} ms | {bu['added_ttfb_ms']['p50']:.3f} /"
+        f" {bu['added_ttfb_ms']['p99']:.3f} ms | | |",
         f"| chunk relay delay p50 / p99, c={sc} | {st['direct']['chunk_delay_ms']['p50']:.3f} /"
         f" {st['direct']['chunk_delay_ms']['p99']:.3f} ms"
         f" | {st['proxy']['chunk_delay_ms']['p50']:.3f} /"
@@ -871,7 +905,9 @@ def settings_text(res: dict[str, Any]) -> str:
         f" {plan['wrk_direct_s']} s, via arbstr {len(res['throughput']['proxy']['slice_rps'])}"
         f" x {plan['wrk_slice_s']} s; {plan['streams']} streams each way at"
         f" c={plan['stream_concurrency']}, {plan['chunks']} chunks, first chunk after"
-        f" {plan['first_byte_ms']:g} ms, then every {plan['chunk_ms']:g} ms.",
+        f" {plan['first_byte_ms']:g} ms, then every {plan['chunk_ms']:g} ms; steady arrivals"
+        " (the clients' starts spread over one stream's duration), then a burst (all at once,"
+        " in lockstep).",
         f"Other load on the machine: {res['other_load']['other_cpu_pct_avg']}% of a CPU on"
         f" average (worst: {res['other_load']['worst_phase_other_cpu_pct']}% during"
         f" {res['other_load']['worst_phase']}), hypervisor steal"
