@@ -56,6 +56,7 @@ BUDGET_P99_MS = 2.0
 BUDGET_RPS = 2500.0
 BUDGET_TTFB_MS = 1.0
 BUDGET_RSS_MB = 100.0
+DISTURBED_STEAL_PCT = 10.0  # above this average steal a run is reported as disturbed
 RSS_GROWTH_TOLERANCE_MB = 5.0  # "no growth after warm-up", allowing allocator noise
 
 
@@ -861,10 +862,12 @@ def table(res: dict[str, Any]) -> str:
         f"| latency p50 / p99 under load, c={c} | {thr['direct']['p50_ms']:.2f} /"
         f" {thr['direct']['p99_ms']:.2f} ms | {thr['proxy']['p50_ms_median_slice']:.2f} /"
         f" {thr['proxy']['p99_ms_worst_slice']:.2f} ms | | | |",
-        f"| stream time to first chunk p50, c={sc}, steady arrivals | {st['direct']['ttfb_ms']['p50']:.3f} ms"
+        f"| stream time to first chunk p50, c={sc}, steady arrivals"
+        f" | {st['direct']['ttfb_ms']['p50']:.3f} ms"
         f" | {st['proxy']['ttfb_ms']['p50']:.3f} ms | **{st['added_ttfb_ms']['p50']:.3f} ms**"
         f" | ≤ {BUDGET_TTFB_MS} ms | {_ok(b['added_ttfb_p50'])} |",
-        f"| stream time to first chunk p99, c={sc}, steady arrivals | {st['direct']['ttfb_ms']['p99']:.3f} ms"
+        f"| stream time to first chunk p99, c={sc}, steady arrivals"
+        f" | {st['direct']['ttfb_ms']['p99']:.3f} ms"
         f" | {st['proxy']['ttfb_ms']['p99']:.3f} ms | {st['added_ttfb_ms']['p99']:.3f} ms | | |",
         f"| same, burst arrivals: p50 / p99 | {bu['direct']['ttfb_ms']['p50']:.3f} /"
         f" {bu['direct']['ttfb_ms']['p99']:.3f} ms | {bu['proxy']['ttfb_ms']['p50']:.3f} /"
@@ -946,6 +949,12 @@ def main(argv: list[str] | None = None) -> int:
     print(settings_text(res))
     print()
     verdict = "within budget" if res["budget_ok"] else "OVER BUDGET"
+    steal = res["other_load"]["steal_pct_avg"]
+    if steal > DISTURBED_STEAL_PCT:
+        print(
+            f"WARNING: the hypervisor took {steal}% of the CPUs' time during this run (steal):"
+            " its timings are not comparable with a quiet run's; run it again."
+        )
     print(f"Budget: {verdict}. Results written to {a.out}")
     return 1 if a.strict and not res["budget_ok"] else 0
 
