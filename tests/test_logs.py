@@ -82,8 +82,9 @@ def test_request_message_has_the_summary_and_no_text() -> None:
     msg = logs.request_message(record())
     assert msg == (
         "chat ok model=gpt-4o provider=alpha policy=default stream=False tokens=12/34"
-        " cost_sats=0.425 latency_ms=7 attempts=2"
+        " cost_sats=0.425 latency_ms=7 attempts=2 retries=0"
     )
+    assert logs.request_message(record(), "1/alpha").endswith(" attempts=2 retries=1/alpha")
     err = logs.request_message(
         record(success=False, error_status=502, cost_sats=None, input_tokens=None)
     )

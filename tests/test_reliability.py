@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -97,11 +98,20 @@ def error_of(body: bytes) -> dict[str, Any]:
 
 
 async def test_503_then_success_retries_same_provider(
-    fake_upstream: FakeUpstream, beta: FakeUpstream, proxies: list[ProxyThread]
+    fake_upstream: FakeUpstream,
+    beta: FakeUpstream,
+    proxies: list[ProxyThread],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy = start(proxies, two_providers(fake_upstream.url, beta.url))
     fake_upstream.push(UNAVAILABLE)
-    status, headers, _ = await post(proxy)
+    with caplog.at_level(logging.INFO, logger="arbstr.chat"):
+        status, headers, _ = await post(proxy)
+        deadline = time.monotonic() + 2  # the line is logged just after the answer is sent
+        while not (lines := [m for r in caplog.records if (m := r.getMessage())[:7] == "chat ok"]):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+    assert lines[0].endswith(" attempts=2 retries=1/alpha")
     assert status == 200
     assert headers["x-arbstr-provider"] == "alpha"
     assert headers["x-arbstr-retries"] == "1/alpha"

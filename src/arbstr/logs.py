@@ -29,7 +29,7 @@ _LINGER_S = 0.02  # after the first item, wait this long so that a burst is one 
 _REQUEST_LOGGER = "arbstr.chat"
 _STOP = object()
 
-_Item = logging.LogRecord | tuple[float, RequestRecord] | object
+_Item = logging.LogRecord | tuple[float, RequestRecord, str | None] | object
 
 
 _timestamp = IsoStamper()  # used on the log thread only
@@ -41,14 +41,15 @@ def format_line(created: float, level: str, logger: str, request_id: str | None,
     return f"{_timestamp(created)} {level:<7} {logger}{rid} {msg}"
 
 
-def request_message(r: RequestRecord) -> str:
-    """The summary of one chat request, ``key=value``; no prompt or completion text."""
+def request_message(r: RequestRecord, retries: str | None = None) -> str:
+    """The summary of one chat request, ``key=value``; no prompt or completion text.
+    ``retries`` is the ``x-arbstr-retries`` value (failed attempts per provider), if any."""
     outcome = "ok" if r.success else f"error status={r.error_status}"
     cost = r.cost_sats  # a Decimal with three decimals: str() is the exact spelling
     return (
         f"chat {outcome} model={r.model} provider={r.provider} policy={r.policy}"
         f" stream={r.streaming} tokens={r.input_tokens}/{r.output_tokens} cost_sats={cost}"
-        f" latency_ms={r.latency_ms} attempts={r.attempts}"
+        f" latency_ms={r.latency_ms} attempts={r.attempts} retries={retries or 0}"
     )
 
 
@@ -112,12 +113,9 @@ class LogWriter:
                 if isinstance(item, logging.LogRecord):
                     lines.append(self._formatter.format(item))
                 elif isinstance(item, tuple):
-                    created, rec = item
-                    lines.append(
-                        format_line(
-                            created, "INFO", _REQUEST_LOGGER, rec.request_id, request_message(rec)
-                        )
-                    )
+                    created, rec, retries = item
+                    msg = request_message(rec, retries)
+                    lines.append(format_line(created, "INFO", _REQUEST_LOGGER, rec.request_id, msg))
                 elif item is _STOP:
                     stop = True
             except Exception as exc:  # a bad log call must not end logging
@@ -146,14 +144,15 @@ _writer: LogWriter | None = None
 _request_log = logging.getLogger(_REQUEST_LOGGER)
 
 
-def log_request(record: RequestRecord) -> None:
+def log_request(record: RequestRecord, retries: str | None = None) -> None:
     """Log one chat request's summary at info level (the text is made on the log thread)."""
     w = _writer
     if w is not None:
         if w.requests_enabled:
-            w.put((time.time(), record))
+            w.put((time.time(), record, retries))
     elif _request_log.isEnabledFor(logging.INFO):
-        _request_log.info(request_message(record), extra={"request_id": record.request_id})
+        msg = request_message(record, retries)
+        _request_log.info(msg, extra={"request_id": record.request_id})
 
 
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> LogWriter:

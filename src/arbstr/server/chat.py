@@ -467,7 +467,7 @@ class ChatHandler:
             attempts=max(1, ex.attempts.tried),
         )
         self.gw.sink.submit(record)
-        log_request(record)
+        log_request(record, ex.attempts.header())
 
     def _record_error(self, ex: Exchange, status: int, message: str) -> None:
         self._record(
