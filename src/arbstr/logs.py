@@ -21,6 +21,8 @@ import threading
 import time
 from typing import TextIO
 
+from arbstr.batching import next_batch
+from arbstr.pricing import format_sats
 from arbstr.records import RequestRecord
 from arbstr.timefmt import IsoStamper
 
@@ -45,7 +47,7 @@ def request_message(r: RequestRecord, retries: str | None = None) -> str:
     """The summary of one chat request, ``key=value``; no prompt or completion text.
     ``retries`` is the ``x-arbstr-retries`` value (failed attempts per provider), if any."""
     outcome = "ok" if r.success else f"error status={r.error_status}"
-    cost = r.cost_sats  # a Decimal with three decimals: str() is the exact spelling
+    cost = None if r.cost_sats is None else format_sats(r.cost_sats)
     return (
         f"chat {outcome} model={r.model} provider={r.provider} policy={r.policy}"
         f" stream={r.streaming} tokens={r.input_tokens}/{r.output_tokens} cost_sats={cost}"
@@ -91,19 +93,8 @@ class LogWriter:
         self._queue.put(item)
 
     def _run(self) -> None:
-        q = self._queue
-        while True:
-            items = [q.get()]
-            if items[0] is not _STOP:
-                time.sleep(self._linger_s)
-            while True:
-                try:
-                    items.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            stop = self._write(items)
-            if stop:
-                return
+        while not self._write(next_batch(self._queue, self._linger_s, stop=_STOP)):
+            pass
 
     def _write(self, items: list[_Item]) -> bool:
         lines: list[str] = []

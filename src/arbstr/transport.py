@@ -22,7 +22,6 @@ import asyncio
 import collections
 import math
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -76,7 +75,8 @@ class Target:
 
 
 class Response:
-    """One upstream answer, readable once: :meth:`read` or :meth:`chunks`."""
+    """One upstream answer, readable once: :meth:`read`, or :meth:`next_chunk` after
+    :meth:`stream_timeouts`."""
 
     __slots__ = ("_conn", "headers", "status")
 
@@ -106,12 +106,6 @@ class Response:
         """From now on no overall deadline, but ``TimeoutError`` when nothing arrives for
         ``idle_timeout_s`` (for a stream, once its first bytes are in)."""
         self._conn.set_timeouts(math.inf, idle_timeout_s)
-
-    async def chunks(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive, with :meth:`stream_timeouts`; ends at the end of the body."""
-        self.stream_timeouts(idle_timeout_s)
-        while (chunk := await self._conn.next_body()) is not None:
-            yield chunk
 
     def close(self) -> None:
         """Return the connection to its pool if the answer was read to the end, else drop it

@@ -21,6 +21,7 @@ import threading
 import time
 from decimal import Decimal
 
+from arbstr.batching import next_batch
 from arbstr.records import RatioBook, RequestRecord
 from arbstr.storage.schema import SchemaTooNew, migrate, user_version
 
@@ -317,20 +318,9 @@ class Store:
         self._error = None
 
     def _run(self) -> None:
-        q = self._queue
-        size = self._batch_size
-        while True:
-            batch = [q.get()]
-            # linger a moment so that under load one wake-up writes many rows in one
-            # transaction, instead of waking (on the proxy's core) for every request
-            time.sleep(_LINGER_S)
-            while len(batch) < size:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            if self._process(batch):
-                return
+        # one transaction per batch: under load one wake-up writes many rows
+        while not self._process(next_batch(self._queue, _LINGER_S, self._batch_size, _STOP)):
+            pass
 
     def _process(self, batch: list[_Item]) -> bool:
         rows: list[Row] = []
