@@ -1,4 +1,4 @@
-"""next_batch (arbstr.batching): one wake-up takes a burst."""
+"""arbstr.batching: next_batch (one wake-up takes a burst) and Pacer (a batch in slices)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import queue
 import threading
 import time
 
-from arbstr.batching import next_batch
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from arbstr.batching import Pacer, next_batch
 
 
 def test_items_arriving_during_the_linger_join_the_batch() -> None:
@@ -38,3 +42,61 @@ def test_the_stop_item_first_is_returned_without_lingering() -> None:
     t0 = time.monotonic()
     assert next_batch(q, 5.0, stop=stop) == [stop]
     assert time.monotonic() - t0 < 1.0
+
+
+class FakeTime:
+    """A clock that only moves when the pacer sleeps (or when a test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@given(n=st.integers(0, 200), slice_items=st.integers(1, 20))
+def test_slices_cover_the_batch_in_order(n: int, slice_items: int) -> None:
+    fake = FakeTime()
+    pacer = Pacer(slice_items, pause_s=0.0, sleep=fake.sleep, clock=fake.clock)
+    parts = list(pacer.slices(list(range(n))))
+    assert [x for part in parts for x in part] == list(range(n))
+    assert all(1 <= len(part) <= slice_items for part in parts) or n == 0
+    assert len(fake.pauses) == max(0, len(parts) - 1)  # between slices, never before or after
+
+
+def test_pauses_stop_once_the_batch_has_used_its_budget() -> None:
+    fake = FakeTime()
+    pacer = Pacer(4, pause_s=0.002, budget_s=0.005, sleep=fake.sleep, clock=fake.clock)
+    parts = list(pacer.slices(list(range(40))))
+    assert len(parts) == 10
+    assert fake.pauses == [0.002, 0.002, 0.002]  # at 6 ms the budget is spent: no more pauses
+
+
+def test_a_batch_that_fits_one_slice_never_pauses() -> None:
+    fake = FakeTime()
+    pacer = Pacer(8, sleep=fake.sleep, clock=fake.clock)
+    assert list(pacer.slices([1, 2, 3])) == [[1, 2, 3]]
+    assert fake.pauses == []
+
+
+def test_slice_items_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="slice_items"):
+        Pacer(0)
+
+
+def test_a_pause_that_overruns_ends_the_pacing_of_the_batch() -> None:
+    """Under full load a pause comes back late (the core and the GIL are busy): pausing
+    further would only slow the writer down, so the rest of the batch goes at once."""
+    fake = FakeTime()
+
+    def slow_sleep(seconds: float) -> None:
+        fake.sleep(seconds * 5)
+
+    pacer = Pacer(4, pause_s=0.001, budget_s=1.0, sleep=slow_sleep, clock=fake.clock)
+    assert len(list(pacer.slices(list(range(40))))) == 10
+    assert fake.pauses == [0.005]

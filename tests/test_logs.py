@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 
 from arbstr import logs
+from arbstr.batching import Pacer
 from arbstr.records import RequestRecord
 
 LINE = re.compile(
@@ -168,3 +169,19 @@ def test_without_setup_the_request_line_goes_through_logging(
         logs.log_request(record())
     assert [r.getMessage() for r in caplog.records] == [logs.request_message(record())]
     assert caplog.records[0].request_id == "rid-1"  # type: ignore[attr-defined]
+
+
+def test_a_batch_is_formatted_in_slices_with_pauses() -> None:
+    """The writer shares the proxy's core with the event loop: it formats a batch a few lines
+    at a time and pauses in between (arbstr.batching.Pacer), then writes it in one call."""
+    pauses: list[float] = []
+    out = CountingStream()
+    pacer = Pacer(4, pause_s=0.001, budget_s=1.0, sleep=pauses.append)
+    writer = logs.LogWriter(out, pacer=pacer)
+    items: list[object] = [(time.time(), record(request_id=f"r{i}"), None) for i in range(20)]
+    assert writer._write(items) is False
+    assert pauses == [0.001] * 4  # 5 slices of 4 lines
+    assert out.writes == 1
+    assert [ln.split("request_id=")[1].split()[0] for ln in out.getvalue().splitlines()] == [
+        f"r{i}" for i in range(20)
+    ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from arbstr.batching import Pacer
 from arbstr.errors import DatabaseUnavailable, InvalidParameter
 from arbstr.records import RequestRecord
 from arbstr.storage import Store, schema
@@ -652,3 +653,26 @@ def test_changed_ratios_are_taken_once_with_their_latest_value() -> None:
     assert rows == [("default", "gpt-4o", avg, 12)]
     assert avg is not None and 2.0 < avg < 3.0
     assert book.take_changes() == []
+
+
+def test_a_batch_is_written_in_paced_slices_in_one_transaction(tmp_path: Path) -> None:
+    """The writer inserts a batch a few rows at a time with pauses in between (so the event
+    loop on the same core is never stuck behind a whole batch), yet commits it once: a reader
+    never sees half a batch."""
+    path = db(tmp_path)
+    seen_during_pauses: list[object] = []
+
+    def pause(seconds: float) -> None:
+        seen_during_pauses.append(rows(path)[0][0])
+
+    pacer = Pacer(4, pause_s=0.0, sleep=pause, clock=lambda: 0.0)  # pauses never overrun
+    s = Store.open(path, pacer=pacer)
+    try:
+        for i in range(20):
+            s.submit(record(request_id=f"paced-{i}"))
+        assert s.flush()
+    finally:
+        s.close()
+    assert rows(path) == [(20,)]
+    assert seen_during_pauses == [0, 0, 0, 0]  # 5 slices of 4 rows, nothing visible before COMMIT
+    assert s.dropped == 0

@@ -3,8 +3,9 @@
 The request path only calls :meth:`Store.submit`, which puts the record on an in-memory
 queue (a ``SimpleQueue`` put, ~0.2 µs) or, when the queue is full, drops it and counts it.
 One writer thread drains the queue and writes each batch (up to ``batch_size`` items) in
-one transaction with ``executemany``. Learned token ratios that changed are saved with each
-batch.
+one transaction, in short slices with pauses between them (:class:`~arbstr.batching.Pacer`)
+so that the event loop on the same core never waits behind a whole batch. Learned token
+ratios that changed are saved with each batch.
 
 A database that cannot be opened or written never breaks proxying: rows are then dropped
 and counted, a warning is logged once per outage, and :attr:`Store.available` is false.
@@ -21,7 +22,7 @@ import threading
 import time
 from decimal import Decimal
 
-from arbstr.batching import next_batch
+from arbstr.batching import Pacer, next_batch
 from arbstr.records import RatioBook, RequestRecord
 from arbstr.storage.schema import SchemaTooNew, migrate, user_version
 
@@ -147,9 +148,11 @@ class Store:
         batch_size: int = DEFAULT_BATCH_SIZE,
         busy_timeout_s: float = 5.0,
         reopen_interval_s: float = 30.0,
+        pacer: Pacer | None = None,
     ) -> None:
         """Use :meth:`open`; this constructor does no I/O and starts no thread."""
         self.path = path
+        self._pacer = pacer or Pacer()
         self.ratios = StoredRatios()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._queue_size = queue_size
@@ -176,6 +179,7 @@ class Store:
         batch_size: int = DEFAULT_BATCH_SIZE,
         busy_timeout_s: float = 5.0,
         reopen_interval_s: float = 30.0,
+        pacer: Pacer | None = None,
     ) -> Store:
         """Open (creating and migrating as needed) the database and start the writer.
 
@@ -188,6 +192,7 @@ class Store:
             batch_size=batch_size,
             busy_timeout_s=busy_timeout_s,
             reopen_interval_s=reopen_interval_s,
+            pacer=pacer,
         )
         store._try_open()
         store._thread.start()
@@ -323,37 +328,40 @@ class Store:
             pass
 
     def _process(self, batch: list[_Item]) -> bool:
-        rows: list[Row] = []
+        records: list[RequestRecord] = []
         waiters: list[threading.Event] = []
         stop = False
         for item in batch:
             if isinstance(item, RequestRecord):
-                rows.append(record_row(item))
+                records.append(item)
             elif isinstance(item, threading.Event):
                 waiters.append(item)
             else:
                 stop = True
         ratios = self.ratios.take_changes()
-        if rows or ratios:
+        if records or ratios:
             try:
-                self._write(rows, ratios)
+                self._write(records, ratios)
             except Exception:  # never let the writer thread die
                 log.exception("request log writer failed")
-                self._dropped_write += len(rows)
+                self._dropped_write += len(records)
         for w in waiters:
             w.set()
         return stop
 
-    def _write(self, rows: list[Row], ratios: list[Row]) -> None:
+    def _write(self, records: list[RequestRecord], ratios: list[Row]) -> None:
         if self._conn is None and time.monotonic() >= self._next_open:
             self._try_open()
         conn = self._conn
         if conn is None:
-            self._dropped_write += len(rows)
+            self._dropped_write += len(records)
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-            inserted = conn.executemany(INSERT_REQUEST, rows).rowcount if rows else 0
+            inserted = 0
+            for part in self._pacer.slices(records) if records else ():
+                rows = [record_row(r) for r in part]
+                inserted += conn.executemany(INSERT_REQUEST, rows).rowcount
             if ratios:
                 conn.executemany(UPSERT_RATIO, ratios)
             conn.execute("COMMIT")
@@ -361,11 +369,11 @@ class Store:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            self._dropped_write += len(rows)
+            self._dropped_write += len(records)
             self._set_unavailable(f"cannot write to {self.path}: {exc}")
             return
         self._written += inserted
-        if inserted < len(rows):  # INSERT OR IGNORE: a request id already in the table
-            log.warning("request log: %d duplicate request id(s) ignored", len(rows) - inserted)
+        if inserted < len(records):  # INSERT OR IGNORE: a request id already in the table
+            log.warning("request log: %d duplicate request id(s) ignored", len(records) - inserted)
         if not self._available:
             self._set_available()
