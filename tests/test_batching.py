@@ -1,4 +1,5 @@
-"""arbstr.batching: next_batch (one wake-up takes a burst) and Pacer (a batch in slices)."""
+"""arbstr.batching: Poller (batches on a timer, blocking only when idle) and Pacer (a batch
+in slices)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arbstr.batching import Pacer, next_batch
+from arbstr.batching import Pacer, Poller
 
 
-def test_items_arriving_during_the_linger_join_the_batch() -> None:
+class CountingQueue(queue.SimpleQueue[int | object]):
+    """Counts blocking gets: each is a wake-up on ``put`` for the writer thread."""
+
+    blocking_gets = 0
+
+    def get(self, block: bool = True, timeout: float | None = None) -> int | object:
+        if block:
+            self.blocking_gets += 1
+        return super().get(block, timeout)
+
+
+def test_items_arriving_during_the_interval_join_the_batch() -> None:
     q: queue.SimpleQueue[int] = queue.SimpleQueue()
     q.put(0)
 
@@ -23,7 +35,7 @@ def test_items_arriving_during_the_linger_join_the_batch() -> None:
 
     later = threading.Timer(0.02, put_three)
     later.start()
-    assert next_batch(q, 0.2) == [0, 1, 2, 3]
+    assert Poller(q, 0.2).next_batch() == [0, 1, 2, 3]
     later.join()
 
 
@@ -31,17 +43,56 @@ def test_max_items_leaves_the_rest_queued() -> None:
     q: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in range(5):
         q.put(i)
-    assert next_batch(q, 0.0, max_items=3) == [0, 1, 2]
-    assert next_batch(q, 0.0, max_items=3) == [3, 4]
+    poller = Poller(q, 0.0, max_items=3)
+    assert poller.next_batch() == [0, 1, 2]
+    assert poller.next_batch() == [3, 4]
 
 
-def test_the_stop_item_first_is_returned_without_lingering() -> None:
+def test_the_stop_item_first_is_returned_without_waiting() -> None:
     stop = object()
     q: queue.SimpleQueue[object] = queue.SimpleQueue()
     q.put(stop)
     t0 = time.monotonic()
-    assert next_batch(q, 5.0, stop=stop) == [stop]
+    assert Poller(q, 5.0, stop=stop).next_batch() == [stop]
     assert time.monotonic() - t0 < 1.0
+
+
+def test_while_items_flow_it_polls_and_a_put_wakes_no_one() -> None:
+    """Blocked only at the start and after ``idle_polls`` empty polls: a steady trickle of
+    items is taken on the poller's own timer, never by a wake-up on ``put``."""
+    q = CountingQueue()
+    waits: list[float] = []
+    arrivals = iter([[1], [], [2, 3], [], [], [4]])
+
+    def sleep(seconds: float) -> None:  # each poll interval, the items that arrived in it
+        waits.append(seconds)
+        for item in next(arrivals, []):
+            q.put(item)
+
+    poller = Poller(q, 0.02, idle_polls=3, sleep=sleep)
+    q.put(0)
+    assert poller.next_batch() == [0, 1]  # blocked for the first item, then one interval
+    assert poller.next_batch() == [2, 3]  # one empty poll, then a batch
+    assert poller.next_batch() == [4]  # two empty polls: still polling
+    assert q.blocking_gets == 1
+    q.put(5)
+    assert poller.next_batch() == [5]
+    assert q.blocking_gets == 1
+    assert waits == [0.02] * 7
+
+
+def test_after_idle_polls_empty_polls_it_blocks() -> None:
+    q = CountingQueue()
+    polls: list[float] = []
+    poller = Poller(q, 0.001, idle_polls=3, sleep=polls.append)
+    q.put(1)
+    assert poller.next_batch() == [1]
+    later = threading.Timer(0.1, q.put, args=(2,))
+    later.start()
+    assert poller.next_batch() == [2]  # 3 empty polls, then blocked until the put
+    later.join()
+    assert q.blocking_gets == 2
+    assert len(polls) == 1 + 3 + 1
 
 
 class FakeTime:

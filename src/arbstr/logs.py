@@ -21,13 +21,13 @@ import threading
 import time
 from typing import TextIO
 
-from arbstr.batching import Pacer, next_batch
+from arbstr.batching import Pacer, Poller
 from arbstr.pricing import format_sats
 from arbstr.records import RequestRecord
 from arbstr.timefmt import IsoStamper
 
 LEVELS = ("debug", "info", "warning", "error")
-_LINGER_S = 0.02  # after the first item, wait this long so that a burst is one write
+_INTERVAL_S = 0.02  # the writer takes what is queued every 20 ms: a burst is one write
 _REQUEST_LOGGER = "arbstr.chat"
 _STOP = object()
 
@@ -73,12 +73,12 @@ class LogWriter:
     """The thread that formats and writes every log line (see the module docstring)."""
 
     def __init__(
-        self, stream: TextIO, linger_s: float = _LINGER_S, pacer: Pacer | None = None
+        self, stream: TextIO, interval_s: float = _INTERVAL_S, pacer: Pacer | None = None
     ) -> None:
         self._stream = stream
-        self._linger_s = linger_s
         self._pacer = pacer or Pacer()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._poller = Poller(self._queue, interval_s, stop=_STOP)
         self._formatter = _Formatter()
         self._thread = threading.Thread(target=self._run, name="arbstr-log", daemon=True)
         self.requests_enabled = True  # whether the per-request line is wanted (info level)
@@ -96,7 +96,7 @@ class LogWriter:
         self._queue.put(item)
 
     def _run(self) -> None:
-        while not self._write(next_batch(self._queue, self._linger_s, stop=_STOP)):
+        while not self._write(self._poller.next_batch()):
             pass
 
     def _write(self, items: list[_Item]) -> bool:

@@ -22,11 +22,11 @@ import threading
 import time
 from decimal import Decimal
 
-from arbstr.batching import Pacer, next_batch
+from arbstr.batching import Pacer, Poller
 from arbstr.records import RatioBook, RequestRecord
 from arbstr.storage.schema import SchemaTooNew, migrate, user_version
 
-_LINGER_S = 0.02  # seconds the writer waits after the first queued row
+_INTERVAL_S = 0.02  # the writer takes what is queued every 20 ms (arbstr.batching.Poller)
 
 log = logging.getLogger("arbstr.storage")
 
@@ -155,8 +155,8 @@ class Store:
         self._pacer = pacer or Pacer()
         self.ratios = StoredRatios()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._poller = Poller(self._queue, _INTERVAL_S, batch_size, _STOP)
         self._queue_size = queue_size
-        self._batch_size = batch_size
         self._busy_timeout_s = busy_timeout_s
         self._reopen_interval_s = reopen_interval_s
         self._conn: sqlite3.Connection | None = None
@@ -324,7 +324,7 @@ class Store:
 
     def _run(self) -> None:
         # one transaction per batch: under load one wake-up writes many rows
-        while not self._process(next_batch(self._queue, _LINGER_S, self._batch_size, _STOP)):
+        while not self._process(self._poller.next_batch()):
             pass
 
     def _process(self, batch: list[_Item]) -> bool:
