@@ -132,6 +132,7 @@ def test_a_batch_that_fits_one_slice_never_pauses() -> None:
     fake = FakeTime()
     pacer = Pacer(8, sleep=fake.sleep, clock=fake.clock)
     assert list(pacer.slices([1, 2, 3])) == [[1, 2, 3]]
+    assert list(pacer.slices([])) == []  # nothing to write: no slice, no empty executemany
     assert fake.pauses == []
 
 

@@ -108,9 +108,11 @@ class Pacer:
         self._clock = clock
 
     def slices(self, items: Sequence[T]) -> Iterator[Sequence[T]]:
+        """The slices of ``items`` in order; none for an empty batch."""
         n = self.slice_items
         if len(items) <= n:
-            yield items
+            if items:
+                yield items
             return
         clock = self._clock
         start = clock()

@@ -359,7 +359,7 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             inserted = 0
-            for part in self._pacer.slices(records) if records else ():
+            for part in self._pacer.slices(records):
                 rows = [record_row(r) for r in part]
                 inserted += conn.executemany(INSERT_REQUEST, rows).rowcount
             if ratios:
