@@ -104,19 +104,10 @@ class LogWriter:
         stop = False
         for part in self._pacer.slices(items):  # formatting is ~10 µs a line: in short slices
             for item in part:
-                try:
-                    if isinstance(item, logging.LogRecord):
-                        lines.append(self._formatter.format(item))
-                    elif isinstance(item, tuple):
-                        created, rec, retries = item
-                        msg = request_message(rec, retries)
-                        lines.append(
-                            format_line(created, "INFO", _REQUEST_LOGGER, rec.request_id, msg)
-                        )
-                    elif item is _STOP:
-                        stop = True
-                except Exception as exc:  # a bad log call must not end logging
-                    lines.append(f"(could not format a log line: {type(exc).__name__}: {exc})")
+                if item is _STOP:
+                    stop = True
+                elif (line := self._line(item)) is not None:
+                    lines.append(line)
         if lines:
             try:
                 self._stream.write("\n".join(lines) + "\n")
@@ -124,6 +115,19 @@ class LogWriter:
             except (OSError, ValueError):
                 pass  # stderr gone (closed pipe): nothing sensible left to do with a log line
         return stop
+
+    def _line(self, item: _Item) -> str | None:
+        """One queued item as its log line (``None``: not a log item)."""
+        try:
+            if isinstance(item, logging.LogRecord):
+                return self._formatter.format(item)
+            if isinstance(item, tuple):
+                created, rec, retries = item
+                msg = request_message(rec, retries)
+                return format_line(created, "INFO", _REQUEST_LOGGER, rec.request_id, msg)
+        except Exception as exc:  # a bad log call must not end logging
+            return f"(could not format a log line: {type(exc).__name__}: {exc})"
+        return None
 
 
 class _QueueHandler(logging.Handler):
