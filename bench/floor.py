@@ -3,7 +3,7 @@
 Two do-nothing forwarders, each a plain ASGI app on uvicorn (httptools, uvloop) configured as
 ``arbstr serve`` configures it, that read the body, POST it upstream and return the answer:
 
-* ``aiohttp`` — the upstream call made the way ``arbstr.upstream`` makes it (one
+* ``aiohttp`` — the upstream call made the way ``arbstr.upstream.client`` makes it (one
   ``ClientSession``, keep-alive pool, per-request timeout);
 * ``protocol`` — the upstream call made on a bare ``asyncio.Protocol`` keep-alive pool with
   pre-encoded request heads and httptools' response parser.

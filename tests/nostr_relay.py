@@ -24,7 +24,7 @@ from types import TracebackType
 
 import aiohttp
 
-from arbstr.nostr import Event
+from arbstr.routstr.nostr import Event
 
 _RUN_RELAY = "import sys; from nostr_relay.cli import main; sys.exit(main())"
 

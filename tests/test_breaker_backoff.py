@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arbstr.config import RetrySettings
-from arbstr.executor import AttemptLog, backoff_delay
-from arbstr.health import HealthBoard
-from arbstr.upstream import AttemptFailed, parse_retry_after
+from arbstr.routing.health import HealthBoard
+from arbstr.upstream.client import AttemptFailed, parse_retry_after
+from arbstr.upstream.executor import AttemptLog, backoff_delay
 
 
 class Clock:

@@ -26,7 +26,7 @@ from arbstr.config import (
     resolve_db_path,
 )
 from arbstr.errors import ConfigError
-from arbstr.pricing import Rates
+from arbstr.money import Rates
 
 SPEC_EXAMPLE = """\
 [server]
@@ -123,8 +123,6 @@ def test_spec_example_loads_into_the_right_values(tmp_path: Path) -> None:
 
     assert len(cfg.providers) == 1
     p = cfg.providers[0]
-    assert cfg.provider("alpha") is p
-    assert cfg.provider("beta") is None
     assert p.name == "alpha"
     assert p.url == "https://api.routstr.com/v1"
     assert p.api_key == ALPHA

@@ -31,7 +31,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbstr.config import config_from_data
-from arbstr.discover import (
+from arbstr.money import Rates
+from arbstr.routstr.discover import (
     ROUTSTR_NODE_KIND,
     Discovery,
     Node,
@@ -45,7 +46,7 @@ from arbstr.discover import (
     render_tables,
     render_toml,
 )
-from arbstr.nostr import (
+from arbstr.routstr.nostr import (
     Event,
     event_id,
     latest_replaceable,
@@ -57,7 +58,6 @@ from arbstr.nostr import (
     verify_event,
     verify_schnorr,
 )
-from arbstr.pricing import Rates
 from nostr_relay import NostrRelay, free_port, publish
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Policy selection (arbstr.policy): header, then keywords in the last user message, then
+"""Policy selection (arbstr.routing.policy): header, then keywords in the last user message, then
 the default rule."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from arbstr.config import Policies, config_from_data
 from arbstr.errors import InvalidRequest
-from arbstr.policy import select_policy
+from arbstr.routing.policy import select_policy
 
 
 def policies(rules: list[dict[str, Any]], default_strategy: str = "lowest_cost") -> Policies:

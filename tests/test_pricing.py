@@ -1,4 +1,4 @@
-"""Cost arithmetic and token estimation (arbstr.pricing): exactness against rationals."""
+"""Cost arithmetic and token estimation (arbstr.routing.pricing): exactness against rationals."""
 
 from __future__ import annotations
 
@@ -11,19 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbstr.pricing import (
+from arbstr.money import Rates, format_msats, format_sats, msats_decimal, msats_to_sats, to_decimal
+from arbstr.routing.pricing import (
     DEFAULT_OUTPUT_TOKENS,
-    Rates,
     cost_msats,
     cost_sats,
     estimate_cost,
     estimate_input_tokens,
     estimate_output_tokens,
-    format_msats,
-    format_sats,
-    msats_decimal,
-    msats_to_sats,
-    to_decimal,
 )
 
 Rate = float | int

@@ -1,4 +1,4 @@
-"""Candidate ranking (arbstr.router): cost, ties, caps, allowed models, auto, latency."""
+"""Candidate ranking (arbstr.routing.router): cost, ties, caps, allowed models, auto, latency."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from arbstr.config import Provider, Rule, config_from_data
 from arbstr.errors import InvalidRequest, NoProvider
-from arbstr.pricing import Rates, estimate_cost
-from arbstr.router import Route, route
+from arbstr.money import Rates
+from arbstr.routing.pricing import estimate_cost
+from arbstr.routing.router import Route, route
 
 
 def prov(

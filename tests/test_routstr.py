@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from arbstr.config import config_from_data
-from arbstr.pricing import Rates
-from arbstr.routstr import PriceBook, apply_prices
+from arbstr.money import Rates
+from arbstr.routstr.prices import PriceBook, apply_prices
 from harness import ProxyThread, make_config
 
 CHAT = "/v1/chat/completions"

@@ -1,4 +1,4 @@
-"""Tests for the incremental SSE parser (arbstr.sse)."""
+"""Tests for the incremental SSE parser (arbstr.upstream.sse)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arbstr.sse import SSEEvent, SSEParser
+from arbstr.upstream.sse import SSEEvent, SSEParser
 
 OPENAI_CHUNK = (
     b'data: {"id":"x","object":"chat.completion.chunk",'

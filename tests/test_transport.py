@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from arbstr.transport import ConnectFailed, Response, ResponseBroken, Target, Transport
+from arbstr.upstream.transport import ConnectFailed, Response, ResponseBroken, Target, Transport
 
 
 @dataclass

@@ -22,7 +22,7 @@ import time
 from typing import TextIO
 
 from arbstr.batching import Pacer, Poller
-from arbstr.pricing import format_sats
+from arbstr.money import format_sats
 from arbstr.records import RequestRecord
 from arbstr.timefmt import IsoStamper
 

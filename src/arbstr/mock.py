@@ -25,8 +25,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from arbstr.apis.chat import Message, StreamOptions, text_of
 from arbstr.errors import error_body
-from arbstr.openai_types import Message, StreamOptions, text_of
 
 __all__ = [
     "DEFAULT_MOCKS",

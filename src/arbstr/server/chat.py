@@ -13,22 +13,19 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from arbstr.apis.chat import Message, StreamOptions, text_of
 from arbstr.errors import ArbstrError, AuthError, InvalidRequest, UpstreamError
-from arbstr.executor import AttemptLog, run_with_retries
 from arbstr.logs import log_request
-from arbstr.openai_types import Message, StreamOptions, text_of
-from arbstr.policy import select_policy
-from arbstr.pricing import (
+from arbstr.money import format_msats, msats_decimal
+from arbstr.records import RequestRecord
+from arbstr.routing.policy import select_policy
+from arbstr.routing.pricing import (
     cost_msats,
     cost_sats,
     estimate_input_tokens,
     estimate_output_tokens,
-    format_msats,
-    msats_decimal,
 )
-from arbstr.records import RequestRecord
-from arbstr.relay import StreamRelay
-from arbstr.router import Candidate, Route, route
+from arbstr.routing.router import Candidate, Route, route
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import (
     JSON_CT,
@@ -43,8 +40,10 @@ from arbstr.server.http import (
     send_error,
 )
 from arbstr.timefmt import IsoStamper
-from arbstr.upstream import AttemptFailed, JsonReply, StreamReply
-from arbstr.usage import Usage, provider_cost_sats
+from arbstr.upstream.client import AttemptFailed, JsonReply, StreamReply
+from arbstr.upstream.executor import AttemptLog, run_with_retries
+from arbstr.upstream.relay import StreamRelay
+from arbstr.upstream.usage import Usage, provider_cost_sats
 
 log = logging.getLogger("arbstr.chat")
 WATCH_AFTER_S = 0.05  # a request older than this is watched for client disconnects

@@ -6,11 +6,11 @@ import asyncio
 import random
 
 from arbstr.config import Config
-from arbstr.health import HealthBoard
 from arbstr.records import MemorySink, RatioBook, RecordSink
-from arbstr.routstr import PriceBook, discovery_timeout_s
+from arbstr.routing.health import HealthBoard
+from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
-from arbstr.upstream import UpstreamClient
+from arbstr.upstream.client import UpstreamClient
 
 
 class Gateway:

@@ -26,8 +26,8 @@ import aiohttp
 
 from arbstr import __version__
 from arbstr.config import Provider
-from arbstr.transport import ConnectFailed, Response, Target, Transport
-from arbstr.usage import NotACompletion, Usage, completion_usage
+from arbstr.upstream.transport import ConnectFailed, Response, Target, Transport
+from arbstr.upstream.usage import NotACompletion, Usage, completion_usage
 
 FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})

@@ -19,8 +19,8 @@ import aiohttp
 import msgspec
 
 from arbstr.config import Provider
-from arbstr.discover import parse_sats_pricing
-from arbstr.pricing import Rates, msats_to_sats
+from arbstr.money import Rates, msats_to_sats
+from arbstr.routstr.discover import parse_sats_pricing
 
 log = logging.getLogger("arbstr.routstr")
 

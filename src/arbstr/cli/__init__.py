@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from arbstr.routstr import PriceBook
+    from arbstr.routstr.prices import PriceBook
 
 app = typer.Typer(
     name="arbstr",
@@ -89,8 +89,8 @@ def serve(
     """Run the proxy."""
     from arbstr.config import DEFAULT_LISTEN, config_from_data, parse_listen, resolve_db_path
     from arbstr.logs import setup_logging
-    from arbstr.runner import check_listen_safety, run
-    from arbstr.runner import serve as serve_async
+    from arbstr.server.runner import check_listen_safety, run
+    from arbstr.server.runner import serve as serve_async
 
     try:
         log_writer = setup_logging(log_level)
@@ -156,12 +156,12 @@ def providers(config: ConfigOpt = None) -> None:
     now, as ``serve`` would; a failure is shown and the configured rates are listed."""
     from rich.table import Table
 
-    from arbstr.routstr import PriceBook
+    from arbstr.routstr.prices import PriceBook
 
     cfg = _load(config)
     book = PriceBook(cfg.providers)
     if book.enabled:
-        from arbstr.runner import run
+        from arbstr.server.runner import run
 
         run(_discover_prices(book, cfg.server.connect_timeout_s))
     table = Table(title=f"providers ({_esc(cfg.source)})")
@@ -202,7 +202,7 @@ def providers(config: ConfigOpt = None) -> None:
 async def _discover_prices(book: PriceBook, connect_timeout_s: float) -> None:
     import aiohttp
 
-    from arbstr.routstr import discovery_timeout_s
+    from arbstr.routstr.prices import discovery_timeout_s
 
     async with aiohttp.ClientSession() as session:
         await book.refresh_all(session, discovery_timeout_s(connect_timeout_s))
@@ -214,8 +214,8 @@ def balance(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Each provider's balance from GET {url}/balance/info (sats); errors per provider."""
-    from arbstr.routstr import Balance
-    from arbstr.runner import run
+    from arbstr.routstr.prices import Balance
+    from arbstr.server.runner import run
 
     cfg = _load(config)
     results: list[Balance] = []
@@ -223,7 +223,7 @@ def balance(
     async def fetch() -> None:
         import aiohttp
 
-        from arbstr.routstr import fetch_balances
+        from arbstr.routstr.prices import fetch_balances
 
         async with aiohttp.ClientSession() as session:
             results.extend(await fetch_balances(session, cfg.providers))
@@ -327,7 +327,7 @@ def _report(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    from arbstr.reports import provider_cost_table, requests_table, stats_table
+    from arbstr.cli.tables import provider_cost_table, requests_table, stats_table
 
     out = _console()
     if kind == "stats":
@@ -442,8 +442,8 @@ def discover(
     """Find Routstr nodes announced on Nostr and compare their prices (sats per 1k tokens)."""
     import asyncio
 
-    from arbstr.discover import DEFAULT_RELAYS, render_tables, render_toml
-    from arbstr.discover import discover as find_nodes
+    from arbstr.routstr.discover import DEFAULT_RELAYS, render_tables, render_toml
+    from arbstr.routstr.discover import discover as find_nodes
 
     relays = relay or list(DEFAULT_RELAYS)
     found = asyncio.run(find_nodes(relays, timeout_s=timeout))

@@ -8,7 +8,8 @@ from arbstr.errors import InvalidRequest
 
 def select_policy(policies: Policies, header: str | None, last_user_text: str | None) -> Rule:
     """``X-Arbstr-Policy`` if given (unknown name -> 400), else the first rule whose keyword
-    occurs case-insensitively in the last user message, else the default rule."""
+    occurs as a whole word (or whose ``keyword_regex`` matches), case-insensitively, in the last
+    user message, else the default rule."""
     if header is not None:
         name = header.strip()
         rule = policies.by_name.get(name)
@@ -20,9 +21,8 @@ def select_policy(policies: Policies, header: str | None, last_user_text: str | 
             )
         return rule
     if policies.has_keywords and last_user_text:
-        text = last_user_text.lower()
         for rule in policies.rules:
-            for kw in rule.keywords:
-                if kw in text:
-                    return rule
+            pattern = rule.keyword_pattern
+            if pattern is not None and pattern.search(last_user_text):
+                return rule
     return policies.default

@@ -1,4 +1,4 @@
-"""Cost arithmetic and token estimation. Pure functions, no I/O.
+"""Money as values: exact rates and millisat amounts (the ground floor every layer may use).
 
 Money is exact: rates are kept as :class:`~decimal.Decimal` built from the rate's shortest
 decimal spelling, and a request's cost is rounded once, half-up, to the millisatoshi (the
@@ -10,12 +10,8 @@ version's time). Floats are used only to *rank* candidates.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
-
-DEFAULT_OUTPUT_TOKENS = 256
-CHARS_PER_TOKEN = 4
 
 _MSAT = Decimal("0.001")
 _THOUSAND = Decimal(1000)
@@ -98,25 +94,6 @@ def _scaled(d: Decimal, k: int) -> int:
     return int(d.scaleb(k, context=_EXACT))
 
 
-def cost_msats(rates: Rates, input_tokens: int, output_tokens: int) -> int:
-    """Exact cost of a request in millisats, rounded half-up: what :func:`cost_sats` is, x1000.
-
-    ``input_tokens * input_rate + output_tokens * output_rate + 1000 * base_fee`` msat
-    (rates are sats per 1000 tokens).
-    """
-    den = rates.den
-    num = input_tokens * rates.input_n + output_tokens * rates.output_n + rates.fee_n
-    return (2 * num + den) // (2 * den)
-
-
-def cost_sats(rates: Rates, input_tokens: int, output_tokens: int) -> Decimal:
-    """Exact cost of a request in sats, rounded half-up to the millisat (3 decimals).
-
-    ``(input_tokens * input_rate + output_tokens * output_rate) / 1000 + base_fee``
-    """
-    return msats_decimal(cost_msats(rates, input_tokens, output_tokens))
-
-
 def msats_decimal(msats: int) -> Decimal:
     """Whole millisats as sats with three decimals: ``1234`` -> ``Decimal("1.234")``."""
     return Decimal(msats).scaleb(-3, context=_EXACT)
@@ -126,27 +103,6 @@ def format_msats(msats: int) -> str:
     """Whole millisats as sats with exactly three decimals: ``1234`` -> ``"1.234"``."""
     sats, rest = divmod(msats, 1000)
     return f"{sats}.{rest:03d}"
-
-
-def estimate_cost(rates: Rates, input_tokens: float, output_tokens: float) -> float:
-    """Approximate cost used to rank candidates before the response is known."""
-    return (input_tokens * rates.input_f + output_tokens * rates.output_f) / 1000.0 + rates.base_f
-
-
-def estimate_input_tokens(text_chars: int) -> int:
-    """≈ chars / 4, rounded up, at least 1."""
-    return max(1, -(-text_chars // CHARS_PER_TOKEN))
-
-
-def estimate_output_tokens(
-    max_tokens: int | None, input_tokens: int, learned_ratio: float | None
-) -> int:
-    """``max_tokens`` when the client gave one, else the learned output/input ratio, else 256."""
-    if max_tokens is not None and max_tokens > 0:
-        return max_tokens
-    if learned_ratio is not None and learned_ratio > 0 and math.isfinite(learned_ratio):
-        return max(1, round(input_tokens * learned_ratio))
-    return DEFAULT_OUTPUT_TOKENS
 
 
 def format_sats(value: Decimal) -> str:

@@ -16,9 +16,9 @@ from typing import TypeVar
 
 from arbstr.config import RetrySettings
 from arbstr.errors import AllCoolingDown, DeadlineExceeded, UpstreamError
-from arbstr.health import HealthBoard
-from arbstr.router import Candidate
-from arbstr.upstream import AttemptFailed
+from arbstr.routing.health import HealthBoard
+from arbstr.routing.router import Candidate
+from arbstr.upstream.client import AttemptFailed
 
 T = TypeVar("T")
 

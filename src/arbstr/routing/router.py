@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from arbstr.config import Provider, Rule
 from arbstr.errors import InvalidRequest, NoProvider
-from arbstr.pricing import Rates, estimate_cost
+from arbstr.money import Rates
+from arbstr.routing.pricing import estimate_cost
 
 AUTO_MODELS = frozenset({"auto", "arbstr/auto"})
 

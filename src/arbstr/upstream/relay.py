@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from arbstr.sse import SSEParser
-from arbstr.usage import Usage, chunk_decoder
+from arbstr.upstream.sse import SSEParser
+from arbstr.upstream.usage import Usage, chunk_decoder
 
 DONE = b"[DONE]"
 

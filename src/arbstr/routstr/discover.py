@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from arbstr.config import convention_env_name
-from arbstr.nostr import Event, query_relays
-from arbstr.pricing import Rates, to_decimal
+from arbstr.money import Rates, to_decimal
+from arbstr.routstr.nostr import Event, query_relays
 
 if TYPE_CHECKING:
     from rich.table import Table

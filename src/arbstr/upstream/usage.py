@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 import msgspec
 
-from arbstr.pricing import msats_to_sats, to_decimal
+from arbstr.money import msats_to_sats, to_decimal
 
 
 class _Cost(msgspec.Struct):

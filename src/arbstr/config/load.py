@@ -1,0 +1,272 @@
+"""TOML configuration -> typed, validated :class:`~arbstr.config.model.Config`.
+
+Every error names the file, the field and the reason (``config.toml: providers[1].output_rate:
+Expected `float` >= 0.0``). Secrets (`api_key`, `auth_token`) are expanded from
+``${VAR}``, resolved by convention from ``ARBSTR_<NAME>_API_KEY`` and only ever shown masked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from arbstr.config.listen import parse_listen
+from arbstr.config.model import Config, Policies, Provider, Rule, keyword_pattern
+from arbstr.config.schema import FileConfig, ModelRateSection, ProviderSection
+from arbstr.config.secrets import ENV_REF, convention_env_name, expand
+from arbstr.errors import ConfigError
+from arbstr.money import Rates
+from arbstr.urls import parse_http_url
+
+DEFAULT_CONFIG_PATH = "config.toml"
+DEFAULT_DB_PATH = "arbstr.db"
+
+
+def _msgspec_error(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str:
+    """Turn msgspec's ``Reason - at `$.a.b[1]``` into ``a.b[1]: Reason``."""
+    text = str(exc)
+    reason, sep, path = text.rpartition(" - at `$")
+    if not sep:
+        reason, path = text, ""
+    else:
+        path = _name_model_rates_key(path.rstrip("`").lstrip("."), data)
+    m = re.match(r"Object contains unknown field `([^`]*)`", reason)
+    if m:
+        key = m.group(1)
+        return f"{path + '.' if path else ''}{key}: unknown key"
+    m = re.match(r"Object missing required field `([^`]*)`", reason)
+    if m:
+        key = m.group(1)
+        return f"{path + '.' if path else ''}{key}: required key is missing"
+    return f"{path or '(top level)'}: {reason}"
+
+
+def _name_model_rates_key(path: str, data: Mapping[str, Any]) -> str:
+    """msgspec spells a dict key as ``[...]``; name the ``model_rates`` entry at fault."""
+    m = re.match(r"providers\[(\d+)\]\.model_rates\[\.\.\.\]", path)
+    if m is None:
+        return path
+    try:
+        entries = data["providers"][int(m.group(1))]["model_rates"]
+        for model, entry in entries.items():
+            try:
+                msgspec.convert(entry, type=ModelRateSection)
+            except msgspec.ValidationError:
+                return path.replace("[...]", f"[{model!r}]", 1)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return path
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first ``inf``/``nan`` float (TOML allows both) in parsed config data."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if path.endswith("model_rates"):  # keyed by model name, spelt as in other errors
+                sub = f"{path}[{k!r}]"
+            else:
+                sub = f"{path}.{k}" if path else str(k)
+            found = _non_finite(v, sub)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def resolve_config_path(cli_path: str | None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(cli_path or env.get("ARBSTR_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def resolve_db_path(cli_path: str | None, config: Config | None, env: Mapping[str, str]) -> str:
+    return (
+        cli_path
+        or env.get("ARBSTR_DB")
+        or (config.db_path if config is not None else None)
+        or DEFAULT_DB_PATH
+    )
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve a TOML config file. Raises :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: config file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    warnings: list[str] = []
+    try:
+        mode = p.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            warnings.append(
+                f"{p}: config file is readable by group/other (mode {stat.S_IMODE(mode):o});"
+                f" it may hold secrets: chmod 600 {p}"
+            )
+    except OSError:
+        pass
+    return config_from_data(data, source=str(p), env=env, warnings=warnings)
+
+
+def config_from_data(
+    data: Mapping[str, Any],
+    *,
+    source: str,
+    env: Mapping[str, str] | None = None,
+    warnings: list[str] | None = None,
+) -> Config:
+    """Validate an already-parsed config mapping (as from TOML) and resolve it."""
+    env = os.environ if env is None else env
+    warnings = [] if warnings is None else warnings
+    try:
+        fc = msgspec.convert(data, type=FileConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_msgspec_error(exc, data)}") from None
+
+    def fail(where: str, reason: str) -> ConfigError:
+        return ConfigError(f"{source}: {where}: {reason}")
+
+    bad = _non_finite(data, "")
+    if bad is not None:  # inf passes msgspec's ``ge=0`` and would break the cost arithmetic
+        raise fail(bad, "must be a finite number")
+
+    # server
+    parse_listen(fc.server.listen, where=f"{source}: server.listen")
+    auth_token = fc.server.auth_token
+    if auth_token is not None:
+        auth_token = expand(auth_token, f"{source}: server.auth_token", env)
+        if not auth_token:
+            raise fail("server.auth_token", "is empty")
+        if not ENV_REF.search(fc.server.auth_token or ""):
+            warnings.append(
+                f"{source}: server.auth_token is written literally in the file;"
+                ' prefer auth_token = "${ARBSTR_TOKEN}"'
+            )
+    server = msgspec.structs.replace(fc.server, auth_token=auth_token)
+
+    r = fc.retry
+    if r.backoff_max_ms < r.backoff_base_ms:
+        raise fail("retry.backoff_max_ms", "must be >= retry.backoff_base_ms")
+    retry = r
+
+    providers: list[Provider] = []
+    seen: set[str] = set()
+    for i, ps in enumerate(fc.providers):
+        where = f"providers[{i}]"
+        if ps.name in seen:
+            raise fail(f"{where}.name", f"duplicate provider name {ps.name!r}")
+        seen.add(ps.name)
+        url = ps.url.strip().rstrip("/")
+        try:
+            parse_http_url(url)
+        except ValueError as exc:
+            raise fail(f"{where}.url", f"{exc}, got {ps.url!r}") from None
+        api_key, key_source = _resolve_key(ps, where, source, env, warnings)
+        base = Rates.of(ps.input_rate, ps.output_rate, ps.base_fee)
+        model_rates: dict[str, Rates] = {}
+        for model, mr in ps.model_rates.items():
+            model_rates[model] = Rates.of(
+                ps.input_rate if mr.input_rate is None else mr.input_rate,
+                ps.output_rate if mr.output_rate is None else mr.output_rate,
+                ps.base_fee if mr.base_fee is None else mr.base_fee,
+            )
+        if len(set(ps.models)) != len(ps.models):
+            raise fail(f"{where}.models", "lists a model twice")
+        providers.append(
+            Provider(
+                name=ps.name,
+                url=url,
+                api_key=api_key,
+                key_source=key_source,
+                models=frozenset(ps.models) if ps.models else None,
+                model_order=tuple(ps.models),
+                rates=base,
+                model_rates=model_rates,
+                discover=ps.discover,
+                discover_interval_s=ps.discover_interval_s,
+            )
+        )
+
+    default = Rule("default", (), fc.policies.default_strategy, None, ())
+    rules: list[Rule] = []
+    by_name: dict[str, Rule] = {}
+    for i, rs in enumerate(fc.policies.rules):
+        where = f"policies.rules[{i}]"
+        if rs.name in by_name or rs.name == "default":
+            raise fail(f"{where}.name", f"duplicate or reserved rule name {rs.name!r}")
+        keywords = tuple(k.lower() for k in rs.keywords)
+        try:
+            pattern = keyword_pattern(keywords, rs.keyword_regex)
+        except re.error as exc:
+            raise fail(f"{where}.keyword_regex", f"not a valid regular expression: {exc}") from None
+        rule = Rule(
+            name=rs.name,
+            allowed_models=tuple(dict.fromkeys(rs.allowed_models)),
+            strategy=rs.strategy or fc.policies.default_strategy,
+            max_sats_per_1k_output=rs.max_sats_per_1k_output,
+            keywords=keywords,
+            keyword_pattern=pattern,
+        )
+        rules.append(rule)
+        by_name[rule.name] = rule
+    by_name["default"] = default
+    policies = Policies(
+        default=default,
+        rules=tuple(rules),
+        by_name=by_name,
+        has_keywords=any(r.keyword_pattern is not None for r in rules),
+    )
+    return Config(
+        source=source,
+        server=server,
+        retry=retry,
+        providers=tuple(providers),
+        policies=policies,
+        db_path=fc.database.path,
+        warnings=tuple(warnings),
+    )
+
+
+def _resolve_key(
+    ps: ProviderSection, where: str, source: str, env: Mapping[str, str], warnings: list[str]
+) -> tuple[str | None, str]:
+    if ps.api_key is not None:
+        refs = ENV_REF.findall(ps.api_key)
+        key = expand(ps.api_key, f"{source}: {where}.api_key", env)
+        if refs:
+            return key or None, "env " + ", ".join(f"${{{r}}}" for r in refs)
+        warnings.append(
+            f"{source}: {where}.api_key is written literally in the file;"
+            f' prefer api_key = "${{...}}" or the {convention_env_name(ps.name)} variable'
+        )
+        return key or None, "config file (literal)"
+    conv = convention_env_name(ps.name)
+    if env.get(conv):
+        return env[conv], f"env {conv}"
+    return None, f"none (set {conv})"

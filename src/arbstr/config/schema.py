@@ -1,0 +1,104 @@
+"""The config file's shape (msgspec Structs; unknown keys and wrong types are rejected).
+
+``ServerSettings`` and ``RetrySettings`` are used as they are by the running program: the
+loader only expands secrets in them. Providers and rules are resolved into
+:mod:`arbstr.config.model` types (keys, rates, compiled keyword patterns)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from arbstr.config.listen import is_loopback_host, parse_listen
+
+Strategy = Literal["lowest_cost", "lowest_latency"]
+NonNeg = Annotated[float, Meta(ge=0)]
+Positive = Annotated[float, Meta(gt=0)]
+Name = Annotated[str, Meta(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
+ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    listen: str = DEFAULT_LISTEN
+    auth_token: str | None = None
+    request_timeout_s: Positive = 120.0
+    connect_timeout_s: Positive = 10.0
+    stream_idle_timeout_s: Positive = 60.0
+    max_body_bytes: Annotated[int, Meta(gt=0)] = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen, where="server.listen")[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen, where="server.listen")[1]
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"ServerSettings(listen={self.listen!r}, auth={'on' if self.auth_token else 'off'})"
+
+
+class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    path: str | None = None
+
+
+class RetrySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    max_attempts_per_provider: Annotated[int, Meta(ge=1, le=20)] = 3
+    backoff_base_ms: NonNeg = 500.0
+    backoff_max_ms: NonNeg = 5000.0
+    fallback: bool = True
+    retry_after_cap_s: NonNeg = 30.0
+    retry_on_timeout: bool = False
+    deadline_s: Positive = 180.0
+    breaker_failures: Annotated[int, Meta(ge=1)] = 3
+    breaker_cooldown_s: NonNeg = 30.0
+
+
+class ModelRateSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    input_rate: NonNeg | None = None
+    output_rate: NonNeg | None = None
+    base_fee: NonNeg | None = None
+
+
+class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: Name
+    url: Annotated[str, Meta(min_length=1)]
+    api_key: str | None = None
+    models: list[ModelName] = []
+    input_rate: NonNeg = 0.0
+    output_rate: NonNeg = 0.0
+    base_fee: NonNeg = 0.0
+    discover: bool = False
+    discover_interval_s: Positive = 300.0
+    model_rates: dict[str, ModelRateSection] = {}
+
+
+class RuleSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: Name
+    allowed_models: list[ModelName] = []
+    strategy: Strategy | None = None
+    max_sats_per_1k_output: NonNeg | None = None
+    keywords: list[Annotated[str, Meta(min_length=1)]] = []
+    keyword_regex: Annotated[str, Meta(min_length=1)] | None = None
+
+
+class PoliciesSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    default_strategy: Strategy = "lowest_cost"
+    rules: list[RuleSection] = []
+
+
+class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    retry: RetrySettings = RetrySettings()
+    providers: list[ProviderSection] = []
+    policies: PoliciesSection = PoliciesSection()
