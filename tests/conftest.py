@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from arbstr import logs
 from arbstr.mock import MockProvider, start_mock_providers
 from fake_upstream import FakeUpstream
 
@@ -26,3 +28,26 @@ async def mock_providers() -> AsyncIterator[list[MockProvider]]:
     finally:
         for provider in providers:
             await provider.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Puts the logging setup (handlers, levels, the log writer thread) back after the test."""
+    saved = {
+        n: (
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).level,
+            logging.getLogger(n).propagate,
+        )
+        for n in ("arbstr", "uvicorn", "uvicorn.error")
+    }
+    old_writer = logs._writer
+    yield None
+    if logs._writer is not None and logs._writer is not old_writer:
+        logs._writer.stop()
+    logs._writer = old_writer
+    for n, (handlers, level, propagate) in saved.items():
+        lg = logging.getLogger(n)
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate

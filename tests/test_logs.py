@@ -7,7 +7,6 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -55,28 +54,6 @@ class CountingStream(io.StringIO):
         with self.lock:
             self.writes += 1
             return super().write(s)
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    saved = {
-        n: (
-            logging.getLogger(n).handlers[:],
-            logging.getLogger(n).level,
-            logging.getLogger(n).propagate,
-        )
-        for n in ("arbstr", "uvicorn", "uvicorn.error")
-    }
-    old_writer = logs._writer
-    yield None
-    if logs._writer is not None and logs._writer is not old_writer:
-        logs._writer.stop()
-    logs._writer = old_writer
-    for n, (handlers, level, propagate) in saved.items():
-        lg = logging.getLogger(n)
-        lg.handlers[:] = handlers
-        lg.setLevel(level)
-        lg.propagate = propagate
 
 
 def test_request_message_has_the_summary_and_no_text() -> None:

@@ -1,5 +1,5 @@
-"""Policy selection (arbstr.routing.policy): header, then keywords in the last user message, then
-the default rule."""
+"""Policy selection (arbstr.routing.policy): header, then keywords (whole words) or a rule's
+keyword_regex in the last user message, then the default rule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbstr.config import Policies, config_from_data
-from arbstr.errors import InvalidRequest
+from arbstr.errors import ConfigError, InvalidRequest
 from arbstr.routing.policy import select_policy
 
 
@@ -70,17 +70,40 @@ def test_unknown_header_is_a_400_naming_the_known_policies(name: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["please write CODE", "Implement a parser", "a FuNcTiOn please", "encode this"],
+    ["please write CODE", "Implement a parser", "a FuNcTiOn please", "code.", "(code)", "code"],
 )
-def test_keyword_match_is_case_insensitive_substring(text: str) -> None:
+def test_keyword_match_is_a_case_insensitive_whole_word(text: str) -> None:
     assert select_policy(POLICIES, None, text).name == "code_generation"
+
+
+@pytest.mark.parametrize(
+    "text", ["please decode this", "unicode text", "encoder", "implementation", "functions"]
+)
+def test_keyword_inside_a_word_does_not_match(text: str) -> None:
+    assert select_policy(POLICIES, None, text).name != "code_generation"
+
+
+def test_keyword_with_punctuation_matches_as_written() -> None:
+    assert select_policy(POLICIES, None, "TL;DR please").name == "summaries"
+
+
+def test_keyword_regex_replaces_the_keywords() -> None:
+    p = policies([{"name": "sql", "keyword_regex": r"\bselect\b.+\bfrom\b"}])
+    assert select_policy(p, None, "SELECT a FROM t").name == "sql"
+    assert select_policy(p, None, "please select one") is p.default
+
+
+def test_an_invalid_keyword_regex_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"policies\.rules\[0\]\.keyword_regex: not a valid"):
+        policies([{"name": "bad", "keyword_regex": "(unclosed"}])
 
 
 def test_first_matching_rule_wins() -> None:
     # "summarize" (rule 2) and "e" (rule 3) both occur; "code" (rule 1) does too
     assert select_policy(POLICIES, None, "summarize the code").name == "code_generation"
     assert select_policy(POLICIES, None, "summarize these").name == "summaries"
-    assert select_policy(POLICIES, None, "hello").name == "broad"
+    assert select_policy(POLICIES, None, "option e please").name == "broad"
+    assert select_policy(POLICIES, None, "hello") is POLICIES.default
 
 
 def test_rule_order_not_keyword_order_decides() -> None:
@@ -118,7 +141,7 @@ words = st.text(alphabet="bcdfghjklmnpqrstvwxyz ", max_size=40)
 
 @settings(max_examples=50)
 @given(before=words, after=words, data=st.data())
-def test_keyword_anywhere_in_any_case_selects_the_rule(
+def test_keyword_as_a_word_anywhere_in_any_case_selects_the_rule(
     before: str, after: str, data: st.DataObject
 ) -> None:
     p = policies([{"name": "kw", "keywords": ["Deploy"]}])
@@ -126,6 +149,8 @@ def test_keyword_anywhere_in_any_case_selects_the_rule(
         c.upper() if data.draw(st.booleans(), label=f"upper {i}") else c
         for i, c in enumerate("deploy")
     )
-    assert select_policy(p, None, before + cased + after).name == "kw"
-    # the same words without the keyword (its vowels are not in the alphabet) never match
+    assert select_policy(p, None, f"{before} {cased}, {after}").name == "kw"
+    # glued to other letters it is not the word; without it (its vowels are not in the
+    # alphabet) nothing matches
+    assert select_policy(p, None, f"{before}x{cased}{after}") is p.default
     assert select_policy(p, None, before + after) is p.default

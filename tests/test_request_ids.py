@@ -1,11 +1,11 @@
-"""Request ids (arbstr.server.chat._request_id): UUIDv7, time-ordered, unique."""
+"""Request ids (arbstr.server.ids.new_request_id): UUIDv7, time-ordered, unique."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-from arbstr.server.chat import _request_id
+from arbstr.server.ids import new_request_id as _request_id
 
 
 def test_ids_are_version_7_uuids_carrying_the_time_in_ms() -> None:

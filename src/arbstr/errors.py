@@ -88,6 +88,14 @@ class UpstreamError(ArbstrError):
     code = "upstream_error"
 
 
+class InternalError(ArbstrError):
+    """arbstr itself failed while handling the request (500); the log has the details."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
 class DeadlineExceeded(ArbstrError):
     status = 504
     type = "upstream_error"

@@ -21,9 +21,12 @@ import threading
 import time
 from typing import TextIO
 
+import msgspec
+
 from arbstr.batching import Pacer, Poller
 from arbstr.money import format_sats
 from arbstr.records import RequestRecord
+from arbstr.redact import NO_SECRETS, Redactor
 from arbstr.timefmt import IsoStamper
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -35,6 +38,15 @@ _Item = logging.LogRecord | tuple[float, RequestRecord, str | None] | object
 
 
 _timestamp = IsoStamper()  # used on the log thread only
+_NEEDS_QUOTES = frozenset(' ="\\')
+_encode_json = msgspec.json.Encoder().encode
+_redactor: Redactor = NO_SECRETS
+
+
+def set_redactor(redactor: Redactor) -> None:
+    """Secrets to take out of every log line from now on (the configured provider keys)."""
+    global _redactor
+    _redactor = redactor
 
 
 def format_line(created: float, level: str, logger: str, request_id: str | None, msg: str) -> str:
@@ -43,15 +55,26 @@ def format_line(created: float, level: str, logger: str, request_id: str | None,
     return f"{_timestamp(created)} {level:<7} {logger}{rid} {msg}"
 
 
+def logfmt_value(value: object) -> str:
+    """A value for a ``key=value`` line: as it is, or double-quoted with JSON escapes when it
+    is empty or holds a space, ``=``, a quote, a backslash or a control character (so that
+    ``model="a provider=x"`` stays one key)."""
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in _NEEDS_QUOTES):
+        return text
+    return _encode_json(text).decode()
+
+
 def request_message(r: RequestRecord, retries: str | None = None) -> str:
     """The summary of one chat request, ``key=value``; no prompt or completion text.
     ``retries`` is the ``x-arbstr-retries`` value (failed attempts per provider), if any."""
     outcome = "ok" if r.success else f"error status={r.error_status}"
     cost = None if r.cost_sats is None else format_sats(r.cost_sats)
+    v = logfmt_value
     return (
-        f"chat {outcome} model={r.model} provider={r.provider} policy={r.policy}"
+        f"chat {outcome} model={v(r.model)} provider={v(r.provider)} policy={v(r.policy)}"
         f" stream={r.streaming} tokens={r.input_tokens}/{r.output_tokens} cost_sats={cost}"
-        f" latency_ms={r.latency_ms} attempts={r.attempts} retries={retries or 0}"
+        f" latency_ms={r.latency_ms} attempts={r.attempts} retries={v(retries or 0)}"
     )
 
 
@@ -120,11 +143,13 @@ class LogWriter:
         """One queued item as its log line (``None``: not a log item)."""
         try:
             if isinstance(item, logging.LogRecord):
-                return self._formatter.format(item)
+                return _redactor.text(self._formatter.format(item))
             if isinstance(item, tuple):
                 created, rec, retries = item
                 msg = request_message(rec, retries)
-                return format_line(created, "INFO", _REQUEST_LOGGER, rec.request_id, msg)
+                return _redactor.text(
+                    format_line(created, "INFO", _REQUEST_LOGGER, rec.request_id, msg)
+                )
         except Exception as exc:  # a bad log call must not end logging
             return f"(could not format a log line: {type(exc).__name__}: {exc})"
         return None

@@ -1,9 +1,18 @@
-"""The parts of an OpenAI chat request that arbstr reads (msgspec Structs ignore the rest).
-Shared by the proxy's chat path and the built-in mock provider."""
+"""The OpenAI chat completions request as arbstr reads it, and the only rewrites it makes.
+
+Pure: bytes in, values or bytes out. msgspec Structs decode just the fields arbstr needs;
+everything else in the body is forwarded untouched. Shared by the proxy and the mock."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import msgspec
+
+from arbstr.errors import InvalidRequest
+
+MAX_MODEL_CHARS = 256
 
 
 class ContentPart(msgspec.Struct):
@@ -19,6 +28,34 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
+class ChatView(msgspec.Struct):
+    model: str | msgspec.UnsetType = msgspec.UNSET
+    messages: list[Message] | msgspec.UnsetType = msgspec.UNSET
+    stream: bool | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What routing needs to know of a chat request."""
+
+    model: str
+    stream: bool
+    text_chars: int  # characters of message text, for the token estimate
+    last_user_text: str | None  # for the policy's keywords
+    max_tokens: int | None
+    client_wants_usage: bool  # stream_options.include_usage set by the client
+    stream_options_given: bool
+
+
+_view_decoder = msgspec.json.Decoder(ChatView)
+_encode = msgspec.json.Encoder().encode
+_decode_any = msgspec.json.Decoder().decode
+_USAGE_OPTION = b',"stream_options":{"include_usage":true}}'
+
+
 def text_of(content: str | list[ContentPart] | None) -> str:
     """A message's text: the string, or its text parts joined."""
     if content is None:
@@ -26,3 +63,73 @@ def text_of(content: str | list[ContentPart] | None) -> str:
     if isinstance(content, str):
         return content
     return "".join(p.text for p in content if p.text)
+
+
+def check_model(model: str) -> None:
+    """A model name arbstr can route and echo in a header: bounded, no control characters."""
+    if len(model) > MAX_MODEL_CHARS:
+        raise InvalidRequest(
+            f"'model' is {len(model)} characters long; at most {MAX_MODEL_CHARS} are allowed",
+            code="invalid_model",
+        )
+    if not model.isprintable():
+        raise InvalidRequest(
+            "'model' contains a control character (such as CR or LF)", code="invalid_model"
+        )
+
+
+def parse_chat(body: bytes) -> ChatRequest:
+    """Decode and check a chat completions body. Raises :class:`InvalidRequest` (400)."""
+    try:
+        view = _view_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid request body: {exc}", code="invalid_request") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if view.model is msgspec.UNSET or not view.model:
+        raise InvalidRequest("you must provide a model parameter", code="missing_model")
+    check_model(view.model)
+    if view.messages is msgspec.UNSET or not view.messages:
+        raise InvalidRequest("'messages' must be a non-empty array", code="missing_messages")
+    chars = 0
+    last_user: str | None = None
+    for m in view.messages:
+        text = text_of(m.content)
+        chars += len(text)
+        if m.role == "user":
+            last_user = text
+    so = view.stream_options
+    return ChatRequest(
+        model=view.model,
+        stream=bool(view.stream),
+        text_chars=chars,
+        last_user_text=last_user,
+        max_tokens=view.max_completion_tokens or view.max_tokens,
+        client_wants_usage=isinstance(so, StreamOptions) and so.include_usage is True,
+        stream_options_given=so is not msgspec.UNSET,
+    )
+
+
+def upstream_body(body: bytes, req: ChatRequest, model: str) -> bytes:
+    """The body to send upstream: ``model`` replaced when routing chose another (``auto``),
+    and ``stream_options.include_usage`` added to a stream whose client did not ask for it.
+    Unchanged bytes when neither applies; a splice, not a re-encode, in the common stream case."""
+    rewrite_model = model != req.model
+    want_usage = req.stream and not req.client_wants_usage
+    if not rewrite_model and not want_usage:
+        return body
+    if want_usage and not rewrite_model and not req.stream_options_given:
+        end = body.rstrip()
+        if end.endswith(b"}"):
+            return end[:-1] + _USAGE_OPTION
+    obj: Any = _decode_any(body)
+    if not isinstance(obj, dict):  # parse_chat accepted it, so it is an object
+        raise InvalidRequest("request body is not a JSON object", code="invalid_request")
+    if rewrite_model:
+        obj["model"] = model
+    if want_usage:
+        so = obj.get("stream_options")
+        obj["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+    return _encode(obj)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from arbstr.errors import AuthError, MethodNotAllowed, NotFound
+from arbstr.errors import AuthError, InternalError, MethodNotAllowed, NotFound
 from arbstr.server import admin, stats
 from arbstr.server.chat import ChatHandler
+from arbstr.server.delivery import TrackedSend
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Receive, Scope, Send, check_bearer, send_error
 
@@ -41,13 +42,16 @@ class App:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path in _CHAT_PATHS:
-                if scope["method"] == "POST":
-                    await self.chat(scope, receive, send)
-                else:
-                    await send_error(send, MethodNotAllowed(f"{path} accepts POST only"))
+            if path in _CHAT_PATHS:  # every method: the handler answers (and logs) a 405 too
+                await self.chat(scope, receive, send)
                 return
-            await self._admin(scope, path, send)
+            out = TrackedSend(send)
+            try:
+                await self._admin(scope, path, out)
+            except Exception as exc:  # the error boundary of the admin routes
+                log.error("internal error on %s: %s", path, exc, exc_info=exc)
+                if not out.started:
+                    await send_error(out, InternalError("internal error in arbstr; see its log"))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -6,7 +6,9 @@ import asyncio
 import random
 
 from arbstr.config import Config
+from arbstr.logs import set_redactor
 from arbstr.records import MemorySink, RatioBook, RecordSink
+from arbstr.redact import Redactor
 from arbstr.routing.health import HealthBoard
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
@@ -44,12 +46,15 @@ class Gateway:
         # providers as routing sees them: with discovered prices, refreshed in the background
         self.prices = PriceBook(config.providers)
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
+        # the secrets no answer, row or log line may carry, even when an upstream echoes one
+        self.redactor = Redactor([*(p.api_key for p in config.providers), s.auth_token])
 
     @property
     def discovery_timeout_s(self) -> float:
         return discovery_timeout_s(self.config.server.connect_timeout_s)
 
     async def start(self) -> None:
+        set_redactor(self.redactor)
         await self.upstream.start()
         if self.prices.enabled:
             # first prices before serving (bounded; a failure only leaves that provider out)

@@ -1,0 +1,60 @@
+"""One chat request's state as it goes along, and the ``x-arbstr-*`` headers it yields."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from arbstr.routing.router import Candidate
+from arbstr.server.http import Headers
+from arbstr.upstream.executor import AttemptLog
+
+MAX_HEADER_CHARS = 256
+
+
+def header_value(text: str) -> bytes:
+    """``text`` made safe as a response header value: control characters replaced, bounded
+    (config names and checked models pass through unchanged)."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    if len(text) > MAX_HEADER_CHARS:
+        text = text[: MAX_HEADER_CHARS - 1] + "…"
+    return text.encode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    started: float  # perf_counter
+    timestamp: str
+    model: str = ""
+    policy: str | None = None
+    streaming: bool = False
+    est_input_tokens: int = 0
+    est_output_tokens: int = 0
+    candidate: Candidate | None = None  # the one being (or last) tried
+    in_flight: bool = False  # an upstream may be working on (and billing) this request
+    recorded: bool = False  # its row has been written
+    attempts: AttemptLog = field(default_factory=AttemptLog)
+
+    @property
+    def provider(self) -> str | None:
+        c = self.candidate
+        return None if c is None else c.provider.name
+
+    def headers(self) -> Headers:
+        h: Headers = [(b"x-arbstr-request-id", self.request_id.encode())]
+        c = self.candidate
+        if c is not None:
+            h.append((b"x-arbstr-provider", c.provider.name.encode()))
+        if self.model:
+            h.append((b"x-arbstr-model", header_value(self.model)))
+        if self.policy is not None:
+            h.append((b"x-arbstr-policy", self.policy.encode()))
+        retries = self.attempts.header()
+        if retries is not None:
+            h.append((b"x-arbstr-retries", retries.encode()))
+        return h
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
