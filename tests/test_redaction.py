@@ -44,7 +44,9 @@ def test_whole_and_masked_forms_are_redacted(echo: str) -> None:
     r = Redactor([KEY])
     text = f"Incorrect API key provided: {echo}. See https://x"
     assert r.text(text) == f"Incorrect API key provided: {REDACTED}. See https://x"
-    assert r.bytes(text.encode()) == f"Incorrect API key provided: {REDACTED}. See https://x".encode()
+    assert (
+        r.bytes(text.encode()) == f"Incorrect API key provided: {REDACTED}. See https://x".encode()
+    )
 
 
 @pytest.mark.parametrize(
