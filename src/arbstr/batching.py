@@ -2,25 +2,17 @@
 
 :class:`Poller` takes the queued items in batches; :class:`Pacer` then hands a batch out in
 short slices with a pause between them. Both keep the writers out of the event loop's way
-on the core they share with it.
+on the core they share with it (measurements: bench/README.md).
 
-Why poll: a writer blocked on an empty queue is woken by the next ``put``, that is by the
-event loop at the end of a request, just when the same client sends its next one; and
-with a fixed wait after that wake-up the write then lands at a fixed time after it (with
-the benchmark's 20 ms to first chunk, on the next stream's first chunk). While traffic
-flows, a poller wakes on its own timer instead and a ``put`` wakes no one (no system call
-either). After a second without items it blocks, so an idle proxy does not wake at all.
-Streams at concurrency 10: added time to first chunk 1.16 to 1.24 ms with wake-on-put,
-0.87 to 0.94 ms polling, 0.79 to 0.86 ms with both writers off.
+Why poll: a writer blocked on an empty queue is woken by the event loop's next ``put``, at
+the end of a request, just when its client sends the next one, so the write lands on that
+request. While traffic flows a poller wakes on its own timer instead and a ``put`` wakes no
+one; after a quiet second it blocks, so an idle proxy does not wake at all.
 
-Why pace: when a socket wakes the event loop while a writer runs, the kernel lets the
-writer finish its time slice first (and while the writer runs Python it holds the GIL). A
-40-row batch written in one go kept the core for ~1 to 1.5 ms, so a request whose answer
-arrived meanwhile waited for the whole batch: that was most of the proxy's p99 at
-concurrency 1 (1.4 to 2.2 ms, against 0.5 ms with the writers off; bench/README.md). Slices
-of 8 items with 0.5 ms pauses let the event loop in after at most one slice. The pauses stop
-once a batch has taken ``budget_s`` or a pause overran, so under full load, when pauses only
-add thread switches and waits for the core, the writer still keeps up.
+Why pace: while a writer runs Python it holds the GIL, and a socket that wakes the event loop
+meanwhile waits for the writer's time slice. Short slices let the event loop in after at most
+one; the pauses stop once a batch has taken ``budget_s`` or a pause overran (the core is
+busy), so under full load the writer still keeps up.
 """
 
 from __future__ import annotations

@@ -2,14 +2,12 @@
 
 Everything that logs puts an item on one queue; a single writer thread formats the items and
 writes whatever has accumulated in one ``write`` call, so a slow terminal or pipe never
-blocks a request and a busy proxy does not pay a system call and a thread switch per line.
-Each line carries the request id.
+blocks a request. Each line carries the request id; configured secrets are taken out of
+every line.
 
 The per-request summary line is the hot one: :func:`log_request` queues the
 :class:`~arbstr.records.RequestRecord` the request path builds anyway, and its text is made on
-the writer thread. Going through ``logging.Logger.info`` instead cost the event loop ~14 µs
-per request (a ``LogRecord`` with ~25 attributes, filters, handler locks), which was 13 % of
-the proxy's instructions per request under load (bench/README.md).
+the writer thread, instead of paying for a ``logging.LogRecord`` on the event loop.
 """
 
 from __future__ import annotations
