@@ -65,6 +65,12 @@ def test_unknown_header_is_a_400_naming_the_known_policies(name: str) -> None:
     assert b'"code":"unknown_policy"' in err.body()
 
 
+def test_a_huge_unknown_header_is_not_echoed_in_full() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        select_policy(POLICIES, "x" * 8000, None)
+    assert len(info.value.message) < 300
+
+
 # --- keywords ------------------------------------------------------------------------------
 
 

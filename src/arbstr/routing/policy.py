@@ -5,6 +5,8 @@ from __future__ import annotations
 from arbstr.config import Policies, Rule
 from arbstr.errors import InvalidRequest
 
+_MAX_ECHO = 80  # characters of an unknown name echoed back
+
 
 def select_policy(policies: Policies, header: str | None, last_user_text: str | None) -> Rule:
     """``X-Arbstr-Policy`` if given (unknown name -> 400), else the first rule whose keyword
@@ -15,8 +17,9 @@ def select_policy(policies: Policies, header: str | None, last_user_text: str | 
         rule = policies.by_name.get(name)
         if rule is None:
             known = ", ".join(sorted(policies.by_name))
+            shown = name if len(name) <= _MAX_ECHO else name[: _MAX_ECHO - 1] + "…"
             raise InvalidRequest(
-                f"unknown policy {name!r} in X-Arbstr-Policy; known policies: {known}",
+                f"unknown policy {shown!r} in X-Arbstr-Policy; known policies: {known}",
                 code="unknown_policy",
             )
         return rule
