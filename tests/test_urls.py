@@ -14,7 +14,7 @@ from arbstr.urls import HttpUrl, parse_http_url
 @pytest.mark.parametrize(
     ("url", "expected", "host_header"),
     [
-        ("https://a.routstr.com/v1", HttpUrl("https", "a.routstr.com", 443, "/v1"), "a.routstr.com"),
+        ("https://node.example/v1", HttpUrl("https", "node.example", 443, "/v1"), "node.example"),
         ("http://127.0.0.1:8000/v1", HttpUrl("http", "127.0.0.1", 8000, "/v1"), "127.0.0.1:8000"),
         ("http://[::1]:9000/v1", HttpUrl("http", "::1", 9000, "/v1"), "[::1]:9000"),
         ("https://[2001:db8::1]/v1", HttpUrl("https", "2001:db8::1", 443, "/v1"), "[2001:db8::1]"),
