@@ -1,8 +1,7 @@
-"""Unit tests: circuit breaker transitions, backoff with jitter, Retry-After parsing."""
+"""Unit tests: circuit breaker transitions, backoff with jitter."""
 
 from __future__ import annotations
 
-import email.utils
 import random
 
 from hypothesis import given
@@ -10,7 +9,7 @@ from hypothesis import strategies as st
 
 from arbstr.config import RetrySettings
 from arbstr.routing.health import HealthBoard
-from arbstr.upstream.client import AttemptFailed, parse_retry_after
+from arbstr.upstream.client import AttemptFailed
 from arbstr.upstream.executor import AttemptLog, backoff_delay
 
 
@@ -101,20 +100,6 @@ def test_backoff_is_exponential_capped_with_25pct_jitter(
     d = backoff_delay(attempt, s, random.Random(seed)) * 1000
     nominal = min(base * 2 ** (attempt - 1), cap)
     assert nominal * 0.75 - 1e-9 <= d <= nominal * 1.25 + 1e-9
-
-
-def test_retry_after_parsing() -> None:
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after(" 1.5 ") == 1.5
-    assert parse_retry_after("-4") == 0.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    now = 1_800_000_000.0
-    date = email.utils.formatdate(now + 42, usegmt=True)
-    got = parse_retry_after(date, now=now)
-    assert got is not None and abs(got - 42) < 1
-    past = email.utils.formatdate(now - 100, usegmt=True)
-    assert parse_retry_after(past, now=now) == 0.0
 
 
 def test_attempt_log_header_keeps_provider_order() -> None:

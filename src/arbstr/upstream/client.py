@@ -16,8 +16,6 @@ An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +24,7 @@ import aiohttp
 
 from arbstr import __version__
 from arbstr.config import Provider
+from arbstr.upstream.retry_after import parse_retry_after
 from arbstr.upstream.transport import ConnectFailed, Response, Target, Transport
 from arbstr.upstream.usage import NotACompletion, Usage, completion_usage
 
@@ -77,24 +76,6 @@ class StreamReply:
 
     def close(self) -> None:
         self.response.close()
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class UpstreamClient:
