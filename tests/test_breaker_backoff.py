@@ -1,16 +1,10 @@
-"""Unit tests: circuit breaker transitions, backoff with jitter."""
+"""Unit tests: circuit breaker transitions, the executor's bookkeeping."""
 
 from __future__ import annotations
 
-import random
-
-from hypothesis import given
-from hypothesis import strategies as st
-
-from arbstr.config import RetrySettings
 from arbstr.routing.health import HealthBoard
 from arbstr.upstream.client import AttemptFailed
-from arbstr.upstream.executor import AttemptLog, backoff_delay
+from arbstr.upstream.executor import AttemptLog
 
 
 class Clock:
@@ -85,21 +79,6 @@ def test_latency_moving_average() -> None:
     hb.record_success("a", 100.0)
     hb.record_success("a", 200.0)
     assert hb.latency_ms["a"] == 120.0  # 100 + 0.2 * (200 - 100)
-
-
-@given(
-    attempt=st.integers(1, 12),
-    base=st.floats(0, 2000),
-    cap=st.floats(0, 10000),
-    seed=st.integers(0, 2**32),
-)
-def test_backoff_is_exponential_capped_with_25pct_jitter(
-    attempt: int, base: float, cap: float, seed: int
-) -> None:
-    s = RetrySettings(backoff_base_ms=base, backoff_max_ms=cap)
-    d = backoff_delay(attempt, s, random.Random(seed)) * 1000
-    nominal = min(base * 2 ** (attempt - 1), cap)
-    assert nominal * 0.75 - 1e-9 <= d <= nominal * 1.25 + 1e-9
 
 
 def test_attempt_log_header_keeps_provider_order() -> None:

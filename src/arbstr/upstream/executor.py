@@ -1,8 +1,8 @@
-"""Retries, backoff and fallback over the ranked candidates.
+"""Runs the attempts of one request: the I/O around :func:`arbstr.routing.retry.decide`.
 
-Same provider first (exponential backoff with ±25 % jitter, ``Retry-After`` honoured up to a
-cap), then the next cheapest provider for the *same* model, all within one deadline. The
-circuit breaker is consulted before every attempt and told the verdict after it.
+The candidates are tried in order, each up to ``max_attempts_per_provider`` times; this
+module asks the circuit breaker before every attempt and tells it the verdict after, sleeps
+the backoff the policy chose and keeps everything within one deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TypeVar
 from arbstr.config import RetrySettings
 from arbstr.errors import AllCoolingDown, DeadlineExceeded, UpstreamError
 from arbstr.routing.health import HealthBoard
+from arbstr.routing.retry import Fail, Failure, Retry, decide
 from arbstr.routing.router import Candidate
 from arbstr.upstream.client import AttemptFailed
 
@@ -50,12 +51,9 @@ class AttemptLog:
             self.possibly_billed = True
 
 
-def backoff_delay(attempt: int, settings: RetrySettings, rng: random.Random) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based) on the same provider."""
-    base = settings.backoff_base_ms * 2.0 ** (attempt - 1)
-    delay_ms = min(base, settings.backoff_max_ms)
-    jitter: float = rng.uniform(0.75, 1.25)
-    return max(0.0, delay_ms * jitter) / 1000.0
+def failure_of(exc: AttemptFailed) -> Failure:
+    """The policy's view of a failed attempt."""
+    return Failure(exc.kind, exc.status, exc.retry_after_s, exc.message)
 
 
 async def run_with_retries(
@@ -73,7 +71,7 @@ async def run_with_retries(
 
     Raises the upstream's non-retryable 4xx as :class:`AttemptFailed` (the caller passes it
     through), :class:`AllCoolingDown` (503), :class:`DeadlineExceeded` (504) or
-    :class:`UpstreamError` (502).
+    :class:`UpstreamError` (502, or 504 for a timeout that is not retried).
     """
     rng = rng or random.Random()
     tried_any = False
@@ -94,43 +92,25 @@ async def run_with_retries(
             t0 = time.monotonic()
             try:
                 result = await attempt(cand, remaining)
-            except AttemptFailed as failure:
+            except AttemptFailed as exc:
                 log.upstream_wait_s += time.monotonic() - t0
-                if failure.passes_through:
+                decision = decide(failure_of(exc), n, settings, rng.random())
+                if isinstance(decision, Fail) and decision.error is None:
                     health.release(name)  # the request's fault, not the provider's
                     raise
-                log.add(name, failure)
-                health.record_failure(name, failure.retry_after_s)
-                if failure.kind == "timeout" and not settings.retry_on_timeout:
-                    raise UpstreamError(
-                        f"{failure.message} (not retried: the provider may have billed it;"
-                        " set retry.retry_on_timeout = true to retry)",
-                        status=504,
-                        code="upstream_timeout",
-                    ) from None
-                if failure.kind == "invalid":
-                    raise UpstreamError(
-                        f"{failure.message} (not retried: the provider may have billed it)",
-                        code="upstream_invalid_response",
-                    ) from None
-                if n >= settings.max_attempts_per_provider:
-                    break
-                if failure.retry_after_s is not None:
-                    if failure.retry_after_s > settings.retry_after_cap_s:
-                        break  # too long to wait here: fall back to the next provider
-                    delay = failure.retry_after_s
-                else:
-                    delay = backoff_delay(n, settings, rng)
-                if time.monotonic() + delay >= deadline:
-                    break
-                await asyncio.sleep(delay)
-                continue
+                log.add(name, exc)
+                health.record_failure(name, exc.retry_after_s)
+                if isinstance(decision, Fail) and decision.error is not None:
+                    raise decision.error from None
+                if isinstance(decision, Retry) and await _sleep_within(decision, deadline, log):
+                    continue
+                break  # Fallback, or no time left for the backoff: try the next provider
             except BaseException:
                 health.release(name)
                 raise
-            latency_ms = (time.monotonic() - t0) * 1000.0
-            log.upstream_wait_s += latency_ms / 1000.0
-            health.record_success(name, latency_ms)
+            elapsed = time.monotonic() - t0
+            log.upstream_wait_s += elapsed
+            health.record_success(name, elapsed * 1000.0)
             return cand, result
         if time.monotonic() >= deadline:
             raise _deadline(log)
@@ -145,6 +125,14 @@ async def run_with_retries(
     last = log.last_failure
     detail = f": {last.message}" if last is not None else ""
     raise UpstreamError(f"all upstream attempts failed ({log.header() or 'none'}){detail}")
+
+
+async def _sleep_within(retry: Retry, deadline: float, log: AttemptLog) -> bool:
+    """Sleep the backoff unless it would end past the deadline."""
+    if time.monotonic() + retry.delay_s >= deadline:
+        return False
+    await asyncio.sleep(retry.delay_s)
+    return True
 
 
 def _deadline(log: AttemptLog) -> DeadlineExceeded:
