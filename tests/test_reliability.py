@@ -178,6 +178,52 @@ async def test_backoff_grows_between_attempts(
     assert gap2 > gap1
 
 
+async def test_overhead_excludes_upstream_waits_and_backoff_sleeps(
+    fake_upstream: FakeUpstream, beta: FakeUpstream, proxies: list[ProxyThread]
+) -> None:
+    retry = {"backoff_base_ms": 300, "backoff_max_ms": 300}
+    proxy = start(proxies, two_providers(fake_upstream.url, beta.url, retry=retry))
+    fake_upstream.push(
+        Reply(status=503, json={"error": {"message": "busy"}}, delay_s=0.05),
+        Completion(delay_s=0.1),
+    )
+    status, headers, _ = await post(proxy)
+    assert status == 200 and headers["x-arbstr-retries"] == "1/alpha"
+    latency = float(headers["x-arbstr-latency-ms"])
+    overhead = float(headers["x-arbstr-overhead-ms"])
+    assert latency > 300  # 50 ms + 225..375 ms backoff + 100 ms
+    assert 0 < overhead < 50
+
+
+async def test_overhead_grows_with_the_work_arbstr_does(
+    fake_upstream: FakeUpstream, proxies: list[ProxyThread]
+) -> None:
+    data = {
+        "providers": [provider("alpha", fake_upstream.url)],
+        "policies": {"rules": [{"name": "pick", "allowed_models": ["gpt-4o"]}]},
+    }
+    proxy = start(proxies, data)
+    # "auto" makes arbstr decode and re-encode the body; 24k messages (0.9 MB, under the fake
+    # upstream's 1 MiB limit) are ~20 ms of that work, a tiny request well under 1 ms
+    tiny = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    big = {"model": "auto", "messages": [{"role": "user", "content": "hi there"}] * 24_000}
+
+    async def overhead(s: aiohttp.ClientSession, payload: Any) -> float:
+        headers = {"X-Arbstr-Policy": "pick"}
+        async with s.post(proxy.url + CHAT, json=payload, headers=headers) as r:
+            await r.read()
+            assert r.status == 200 and r.headers["x-arbstr-model"] == "gpt-4o"
+            value = float(r.headers["x-arbstr-overhead-ms"])
+            assert 0 < value < float(r.headers["x-arbstr-latency-ms"])
+            return value
+
+    async with aiohttp.ClientSession() as s:
+        tiny_ms = min([await overhead(s, tiny) for _ in range(3)])
+        big_ms = min([await overhead(s, big) for _ in range(2)])
+    assert big_ms > 5 * tiny_ms and big_ms > tiny_ms + 5
+    assert fake_upstream.chat_requests[-1].json["model"] == "gpt-4o"
+
+
 # --- fallback -----------------------------------------------------------------------------
 
 

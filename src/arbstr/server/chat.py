@@ -245,7 +245,7 @@ class ChatHandler:
         in_tok, out_tok = _tokens(reply.usage, ex.est_input_tokens, None)
         msats = cost_msats(cand.rates, in_tok, out_tok)
         latency = ex.elapsed_ms()
-        overhead = max(0.0, latency - ex.attempts.upstream_wait_s * 1000.0)
+        overhead = max(0.0, latency - ex.attempts.waited_s * 1000.0)
         headers = ex.headers()
         headers.append((b"content-type", reply.content_type.encode("latin-1")))
         headers.append((b"x-arbstr-cost-sats", format_msats(msats).encode()))

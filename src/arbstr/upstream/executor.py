@@ -32,7 +32,8 @@ class AttemptLog:
     tried: int = 0  # attempts sent, successful or not
     last_failure: AttemptFailed | None = None
     possibly_billed: bool = False
-    upstream_wait_s: float = 0.0  # time spent waiting on upstreams (for overhead)
+    # time spent waiting on upstreams and in backoff sleeps: not arbstr's own overhead
+    waited_s: float = 0.0
 
     @property
     def count(self) -> int:
@@ -93,7 +94,7 @@ async def run_with_retries(
             try:
                 result = await attempt(cand, remaining)
             except AttemptFailed as exc:
-                log.upstream_wait_s += time.monotonic() - t0
+                log.waited_s += time.monotonic() - t0
                 decision = decide(failure_of(exc), n, settings, rng.random())
                 if isinstance(decision, Fail) and decision.error is None:
                     health.release(name)  # the request's fault, not the provider's
@@ -109,7 +110,7 @@ async def run_with_retries(
                 health.release(name)
                 raise
             elapsed = time.monotonic() - t0
-            log.upstream_wait_s += elapsed
+            log.waited_s += elapsed
             health.record_success(name, elapsed * 1000.0)
             return cand, result
         if time.monotonic() >= deadline:
@@ -128,10 +129,13 @@ async def run_with_retries(
 
 
 async def _sleep_within(retry: Retry, deadline: float, log: AttemptLog) -> bool:
-    """Sleep the backoff unless it would end past the deadline."""
-    if time.monotonic() + retry.delay_s >= deadline:
+    """Sleep the backoff unless it would end past the deadline; the time slept counts as
+    waiting."""
+    t0 = time.monotonic()
+    if t0 + retry.delay_s >= deadline:
         return False
     await asyncio.sleep(retry.delay_s)
+    log.waited_s += time.monotonic() - t0
     return True
 
 
