@@ -61,6 +61,14 @@ class RetrySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     deadline_s: Positive = 180.0
     breaker_failures: Annotated[int, Meta(ge=1)] = 3
     breaker_cooldown_s: NonNeg = 30.0
+    breaker_max_cooldown_s: NonNeg = 300.0  # a provider's Retry-After lengthens it up to this
+
+    def __post_init__(self) -> None:
+        if self.breaker_max_cooldown_s < self.breaker_cooldown_s:
+            raise ValueError(
+                f"breaker_max_cooldown_s ({self.breaker_max_cooldown_s:g}) must be >="
+                f" breaker_cooldown_s ({self.breaker_cooldown_s:g})"
+            )
 
 
 class ModelRateSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

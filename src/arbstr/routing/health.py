@@ -31,11 +31,14 @@ class HealthBoard:
         *,
         failure_threshold: int = 3,
         cooldown_s: float = 30.0,
+        max_cooldown_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._h: dict[str, ProviderHealth] = {n: ProviderHealth() for n in names}
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
+        # a provider's Retry-After lengthens the cool-down up to this, never for ever
+        self.max_cooldown_s = max(max_cooldown_s, cooldown_s)
         self._clock = clock
         # name -> latency average, kept in step with _h for the router (no per-request dict build)
         self.latency_ms: dict[str, float | None] = dict.fromkeys(self._h)
@@ -93,7 +96,7 @@ class HealthBoard:
         h.consecutive_failures += 1
         h.probe_in_flight = False
         if h.state == "half_open" or h.consecutive_failures >= self.failure_threshold:
-            cooldown = max(self.cooldown_s, retry_after_s or 0.0)
+            cooldown = min(max(self.cooldown_s, retry_after_s or 0.0), self.max_cooldown_s)
             h.state = "open"
             h.open_until = self._clock() + cooldown
 
