@@ -56,15 +56,6 @@ class HealthBoard:
             return "half_open"
         return h.state
 
-    def available(self, name: str) -> bool:
-        """Whether routing may try this provider now (does not claim the half-open probe)."""
-        h = self.get(name)
-        if h.state == "closed":
-            return True
-        if h.state == "open":
-            return self._clock() >= h.open_until
-        return not h.probe_in_flight
-
     def acquire(self, name: str) -> bool:
         """Claim the right to send one attempt. In half-open only one probe at a time."""
         h = self.get(name)
