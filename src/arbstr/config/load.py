@@ -173,6 +173,8 @@ def config_from_data(
     r = fc.retry
     if r.backoff_max_ms < r.backoff_base_ms:
         raise fail("retry.backoff_max_ms", "must be >= retry.backoff_base_ms")
+    if r.breaker_max_cooldown_s is not None and r.breaker_max_cooldown_s < r.breaker_cooldown_s:
+        raise fail("retry.breaker_max_cooldown_s", "must be >= retry.breaker_cooldown_s")
     retry = r
 
     providers: list[Provider] = []

@@ -21,6 +21,7 @@ ModelName = Annotated[str, Meta(min_length=1, max_length=256)]
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_COOLDOWN_S = 300.0
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -61,14 +62,15 @@ class RetrySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     deadline_s: Positive = 180.0
     breaker_failures: Annotated[int, Meta(ge=1)] = 3
     breaker_cooldown_s: NonNeg = 30.0
-    breaker_max_cooldown_s: NonNeg = 300.0  # a provider's Retry-After lengthens it up to this
+    # a provider's Retry-After lengthens the cool-down up to this; unset: 300 s, or
+    # breaker_cooldown_s when that is longer
+    breaker_max_cooldown_s: NonNeg | None = None
 
-    def __post_init__(self) -> None:
-        if self.breaker_max_cooldown_s < self.breaker_cooldown_s:
-            raise ValueError(
-                f"breaker_max_cooldown_s ({self.breaker_max_cooldown_s:g}) must be >="
-                f" breaker_cooldown_s ({self.breaker_cooldown_s:g})"
-            )
+    @property
+    def max_cooldown_s(self) -> float:
+        if self.breaker_max_cooldown_s is not None:
+            return self.breaker_max_cooldown_s
+        return max(DEFAULT_MAX_COOLDOWN_S, self.breaker_cooldown_s)
 
 
 class ModelRateSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -34,7 +34,7 @@ class Gateway:
             (p.name for p in config.providers),
             failure_threshold=config.retry.breaker_failures,
             cooldown_s=config.retry.breaker_cooldown_s,
-            max_cooldown_s=config.retry.breaker_max_cooldown_s,
+            max_cooldown_s=config.retry.max_cooldown_s,
         )
         self.sink: RecordSink = sink if sink is not None else MemorySink()
         # a Store sink is the request log: /health, /v1/stats, /v1/requests and the
