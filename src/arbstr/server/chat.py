@@ -133,7 +133,7 @@ class ChatHandler:
                 ex,
                 Outcome(
                     False,
-                    possibly_billed_msats=self._billed_estimate(ex),
+                    possibly_billed_msats=self._billed_estimate(ex, prep.route),
                     error_status=499,
                     error_message="client disconnected",
                 ),
@@ -209,7 +209,7 @@ class ChatHandler:
             await self._pass_through(failure, ex, send)
         except ArbstrError as err:
             watch.stop()
-            billed = self._billed_estimate(ex) if ex.attempts.possibly_billed else None
+            billed = self._billed_estimate(ex, prep.route)
             await self._fail(send, ex, err, possibly_billed_msats=billed)
         return None
 
@@ -417,7 +417,7 @@ class ChatHandler:
                 await out({"type": "http.response.body", "body": tail, "more_body": False})
         if not ex.recorded:
             with contextlib.suppress(Exception):
-                billed = self._billed_estimate(ex) if ex.in_flight else None
+                billed = self._billed_estimate(ex)
                 self._record(
                     ex,
                     Outcome(
@@ -428,13 +428,17 @@ class ChatHandler:
                     ),
                 )
 
-    def _billed_estimate(self, ex: Exchange) -> int | None:
-        """What the request may have cost without a usage to say so: the routing estimate on
-        the provider that was (or may still be) working on it."""
-        c = ex.candidate
-        if c is None or not (ex.in_flight or ex.attempts.possibly_billed):
+    def _billed_estimate(self, ex: Exchange, route: Route | None = None) -> int | None:
+        """What the request may have cost without a usage to say so: the routing estimate for
+        each attempt that may have been billed (timed out, or answered unreadably) and for
+        the one an upstream may still be working on."""
+        by_name = {c.provider.name: c for c in route.candidates} if route is not None else {}
+        billed = [by_name[n] for n in ex.attempts.billed if n in by_name]
+        if ex.in_flight and ex.candidate is not None:
+            billed.append(ex.candidate)
+        if not billed:
             return None
-        return cost_msats(c.rates, ex.est_input_tokens, ex.est_output_tokens)
+        return sum(cost_msats(c.rates, ex.est_input_tokens, ex.est_output_tokens) for c in billed)
 
     def _record(self, ex: Exchange, o: Outcome) -> None:
         ex.recorded = True

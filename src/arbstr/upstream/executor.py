@@ -31,7 +31,7 @@ class AttemptLog:
     failures: dict[str, int] = field(default_factory=dict)
     tried: int = 0  # attempts sent, successful or not
     last_failure: AttemptFailed | None = None
-    possibly_billed: bool = False
+    billed: list[str] = field(default_factory=list)  # provider of each possibly billed attempt
     # time spent waiting on upstreams and in backoff sleeps: not arbstr's own overhead
     waited_s: float = 0.0
 
@@ -49,7 +49,11 @@ class AttemptLog:
         self.failures[provider] = self.failures.get(provider, 0) + 1
         self.last_failure = failure
         if failure.possibly_billed:
-            self.possibly_billed = True
+            self.billed.append(provider)
+
+    @property
+    def possibly_billed(self) -> bool:
+        return bool(self.billed)
 
 
 def failure_of(exc: AttemptFailed) -> Failure:
