@@ -75,7 +75,8 @@ class Pool:
             while idle:
                 conn = idle.pop()
                 conn.idle = False
-                if conn.expires > now and not conn.closed:
+                sock = conn.transport
+                if conn.expires > now and not conn.closed and sock and not sock.is_closing():
                     return conn
                 conn.abort()
         if self._open < self.max_connections:
