@@ -1,8 +1,9 @@
 """A scripted fake upstream provider for the proxy's tests.
 
-``FakeUpstream`` is a real HTTP server on 127.0.0.1 (ephemeral port). Each
-``POST .../chat/completions`` it receives pops the next scripted action from its queue
-(``push``), or uses ``default`` when the queue is empty; every request is recorded.
+``FakeUpstream`` is a real HTTP server on 127.0.0.1 (or ``host="::1"``; https with
+``ssl_context``; ephemeral port). Each ``POST .../chat/completions`` it receives pops the
+next scripted action from its queue (``push``), or uses ``default`` when the queue is empty;
+every request is recorded.
 
     async with FakeUpstream() as up:
         up.push(Reply(status=503, json={"error": {...}}), Completion("Hi there"))
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -303,7 +305,11 @@ class FakeUpstream:
         *actions: Action,
         default: Action | None = None,
         models: Sequence[str] = ("gpt-4o", "gpt-4o-mini"),
+        host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.host = host  # "::1" listens on IPv6 loopback
+        self.ssl_context = ssl_context  # serve https with it
         self.default: Action = default if default is not None else Completion()
         self.models: list[str] = list(models)
         self.models_reply: Reply | None = None  # overrides the GET /models answer
@@ -379,21 +385,24 @@ class FakeUpstream:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("FakeUpstream already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((self.host, 0))
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(self._server, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
         except BaseException:
             await runner.cleanup()
             sock.close()
             raise
         self._runner = runner
-        self.url = f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"{scheme}://{host}:{self.port}/v1"
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None

@@ -29,6 +29,8 @@ class Gateway:
         self.upstream = UpstreamClient(
             connect_timeout_s=s.connect_timeout_s,
             stream_idle_timeout_s=s.stream_idle_timeout_s,
+            max_connections_per_provider=s.max_connections_per_provider,
+            keepalive_expiry_s=s.keepalive_expiry_s,
         )
         self.health = HealthBoard(
             (p.name for p in config.providers),

@@ -16,6 +16,7 @@ An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -24,9 +25,15 @@ import aiohttp
 
 from arbstr import __version__
 from arbstr.config import Provider
+from arbstr.upstream.protocol import ConnectFailed, HttpResponse, HttpTransport, Target
 from arbstr.upstream.retry_after import parse_retry_after
-from arbstr.upstream.transport import ConnectFailed, Response, Target, Transport
+from arbstr.upstream.transport import (
+    DEFAULT_KEEPALIVE_EXPIRY_S,
+    DEFAULT_MAX_CONNECTIONS,
+    Transport,
+)
 from arbstr.upstream.usage import NotACompletion, Usage, completion_usage
+from arbstr.urls import parse_http_url
 
 FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -65,7 +72,7 @@ class JsonReply:
 
 @dataclass(slots=True)
 class StreamReply:
-    response: Response
+    response: HttpResponse
     first_chunk: bytes
     routstr_cost_msats: str | None
 
@@ -79,21 +86,33 @@ class StreamReply:
 
 
 class UpstreamClient:
-    """Chat requests go through the lean keep-alive :class:`~arbstr.transport.Transport`;
-    one shared aiohttp session serves the low-traffic calls (prices, balances)."""
+    """Chat requests go through ``transport`` (default: the lean keep-alive
+    :class:`~arbstr.upstream.transport.Transport`, built from the pool settings and
+    ``ssl_context``); one shared aiohttp session serves the low-traffic calls (prices,
+    balances)."""
 
     def __init__(
         self,
         *,
         connect_timeout_s: float,
         stream_idle_timeout_s: float,
-        limit_per_host: int = 256,
+        max_connections_per_provider: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
+        ssl_context: ssl.SSLContext | None = None,
+        transport: HttpTransport | None = None,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.stream_idle_timeout_s = stream_idle_timeout_s
-        self._limit_per_host = limit_per_host
+        self._limit_per_host = max_connections_per_provider
+        self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
-        self._transport = Transport()  # the chat hot path
+        if transport is None:
+            transport = Transport(
+                max_connections_per_origin=max_connections_per_provider,
+                keepalive_expiry_s=keepalive_expiry_s,
+                ssl_context=ssl_context,
+            )
+        self._transport = transport
         self._targets: dict[tuple[str, str | None], Target] = {}
 
     async def start(self) -> None:
@@ -102,6 +121,7 @@ class UpstreamClient:
             limit_per_host=self._limit_per_host,
             keepalive_timeout=30,
             enable_cleanup_closed=False,
+            ssl=self._ssl_context if self._ssl_context is not None else True,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -134,13 +154,14 @@ class UpstreamClient:
             }
             if provider.api_key:
                 headers["Authorization"] = f"Bearer {provider.api_key}"
-            target = Target.for_url(f"{provider.url}/chat/completions", headers)
+            url = parse_http_url(provider.url).join("/chat/completions")
+            target = Target.for_url(url, headers)
             self._targets[key] = target
         return target
 
     async def _post(
         self, provider: Provider, body: bytes, request_id: str, timeout_s: float
-    ) -> Response:
+    ) -> HttpResponse:
         return await self._transport.post(
             self._target(provider),
             body,
@@ -153,7 +174,7 @@ class UpstreamClient:
         self, provider: Provider, body: bytes, request_id: str, timeout_s: float
     ) -> JsonReply:
         """Send a non-streaming request and read the whole answer within ``timeout_s``."""
-        resp: Response | None = None
+        resp: HttpResponse | None = None
         try:
             resp = await self._post(provider, body, request_id, timeout_s)
             data = await resp.read()
@@ -182,7 +203,7 @@ class UpstreamClient:
         """Send a streaming request and wait for the first body bytes (nothing sent to the
         client yet, so any failure up to here can still be retried). After that, the stream
         times out only when no data arrives for ``stream_idle_timeout_s``."""
-        resp: Response | None = None
+        resp: HttpResponse | None = None
         try:
             resp = await self._post(provider, body, request_id, first_byte_timeout_s)
             if resp.status >= 400:
