@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from arbstr.routstr.prices import PriceBook
+    from arbstr.routstr import PriceBook
 
 app = typer.Typer(
     name="arbstr",
@@ -156,7 +156,7 @@ def providers(config: ConfigOpt = None) -> None:
     now, as ``serve`` would; a failure is shown and the configured rates are listed."""
     from rich.table import Table
 
-    from arbstr.routstr.prices import PriceBook
+    from arbstr.routstr import PriceBook
 
     cfg = _load(config)
     book = PriceBook(cfg.providers)
@@ -202,7 +202,7 @@ def providers(config: ConfigOpt = None) -> None:
 async def _discover_prices(book: PriceBook, connect_timeout_s: float) -> None:
     import aiohttp
 
-    from arbstr.routstr.prices import discovery_timeout_s
+    from arbstr.routstr import discovery_timeout_s
 
     async with aiohttp.ClientSession() as session:
         await book.refresh_all(session, discovery_timeout_s(connect_timeout_s))
@@ -214,7 +214,7 @@ def balance(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Each provider's balance from GET {url}/balance/info (sats); errors per provider."""
-    from arbstr.routstr.prices import Balance
+    from arbstr.routstr import Balance
     from arbstr.server.runner import run
 
     cfg = _load(config)
@@ -223,7 +223,7 @@ def balance(
     async def fetch() -> None:
         import aiohttp
 
-        from arbstr.routstr.prices import fetch_balances
+        from arbstr.routstr import fetch_balances
 
         async with aiohttp.ClientSession() as session:
             results.extend(await fetch_balances(session, cfg.providers))
@@ -442,8 +442,9 @@ def discover(
     """Find Routstr nodes announced on Nostr and compare their prices (sats per 1k tokens)."""
     import asyncio
 
-    from arbstr.routstr.discover import DEFAULT_RELAYS, render_tables, render_toml
+    from arbstr.routstr.discover import DEFAULT_RELAYS
     from arbstr.routstr.discover import discover as find_nodes
+    from arbstr.routstr.render import render_tables, render_toml
 
     relays = relay or list(DEFAULT_RELAYS)
     found = asyncio.run(find_nodes(relays, timeout_s=timeout))

@@ -6,7 +6,7 @@ from typing import Any
 
 from arbstr.config import Provider
 from arbstr.money import Rates
-from arbstr.routstr.prices import DiscoveryStatus, fetch_balances
+from arbstr.routstr import DiscoveryStatus, fetch_balances
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Send, send_json
 
