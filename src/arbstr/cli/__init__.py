@@ -273,31 +273,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the /v1/… JSON in
 
 
 def _db_path(db: str | None, config: str | None) -> str:
-    """``--db``, else ``$ARBSTR_DB``, else ``[database].path`` of the config file if there is
-    one, else ``./arbstr.db``. Only ``[database]`` is read: no provider key is needed here."""
-    import tomllib
+    """The log's path; a config file is optional here unless --config or $ARBSTR_CONFIG names
+    one."""
+    from arbstr.config import resolve_db_path
 
-    from arbstr.config import DEFAULT_DB_PATH
-
-    if db:
-        return db
-    if os.environ.get("ARBSTR_DB"):
-        return os.environ["ARBSTR_DB"]
     path = resolve_config_path(config)
     explicit = config is not None or bool(os.environ.get("ARBSTR_CONFIG"))
-    if not explicit and not path.is_file():
-        return DEFAULT_DB_PATH
+    config_file = path if explicit or path.is_file() else None
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise _fail(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise _fail(f"{path}: cannot read config file: {exc}") from None
-    section = data.get("database", {})
-    value = section.get("path") if isinstance(section, dict) else None
-    if value is not None and not isinstance(value, str):
-        raise _fail(f"{path}: database.path: expected a string")
-    return value or DEFAULT_DB_PATH
+        return resolve_db_path(db, config_file, os.environ)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _report(
