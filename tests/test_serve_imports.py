@@ -1,5 +1,5 @@
-"""`arbstr serve` loads only what it uses: not the mock providers (aiohttp's server) nor Nostr
-(coincurve) unless asked to."""
+"""`arbstr serve` loads only what it uses: not the mock providers (aiohttp's server), not Nostr
+(coincurve), and not aiohttp at all until price discovery or a balances call needs it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ UNUSED_BY_SERVE = (
     "arbstr.routstr.nostr",
     "coincurve",
     "aiohttp.web",
+    "aiohttp",
 )
 
 # Runs `arbstr serve` (argv after the port) in this interpreter; a thread waits for it, sends
@@ -132,7 +133,13 @@ async def test_serving_chat_loads_none_of_them(
     assert await loaded_while_serving(tmp_path, paths, "-c", cfg) == []
 
 
-async def test_the_mock_comes_with_mock(tmp_path: Path) -> None:
+async def test_aiohttp_comes_with_discovery_or_balances_and_the_mock_with_mock(
+    tmp_path: Path, mock_providers: list[MockProvider]
+) -> None:
     """The other side of the tests above: the probe does see modules that are used."""
+    cfg = write_config(tmp_path, mock_providers[0])
+    assert await loaded_while_serving(tmp_path, ["/v1/balances"], "-c", cfg) == ["aiohttp"]
+    cfg = write_config(tmp_path, mock_providers[0], discover=True)
+    assert await loaded_while_serving(tmp_path, [], "-c", cfg) == ["aiohttp"]
     loaded = await loaded_while_serving(tmp_path, ["/v1/chat/completions"], "--mock")
-    assert loaded == ["arbstr.mock", "aiohttp.web"]
+    assert loaded == ["arbstr.mock", "aiohttp.web", "aiohttp"]

@@ -16,17 +16,19 @@ An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Literal
 
 from arbstr import __version__
 from arbstr.config import Provider
 from arbstr.upstream.retry_after import parse_retry_after
 from arbstr.upstream.transport import ConnectFailed, Response, Target, Transport
 from arbstr.upstream.usage import NotACompletion, Usage, completion_usage
+
+if TYPE_CHECKING:
+    import aiohttp
 
 FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -93,35 +95,28 @@ class UpstreamClient:
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._transport = Transport()  # the chat hot path
         self._targets: dict[tuple[str, str | None], Target] = {}
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=self._limit_per_host,
-            keepalive_timeout=30,
-            enable_cleanup_closed=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-            raise_for_status=False,
-        )
+    async def get_session(self) -> aiohttp.ClientSession:
+        """The shared aiohttp session, made on first use: a proxy with no price discovery that is
+        never asked for balances does not load aiohttp at all. The first call imports it in a
+        worker thread (0.1-0.3 s), so that the event loop keeps relaying meanwhile."""
+        if self._session is None:
+            await asyncio.to_thread(importlib.import_module, "aiohttp")
+            if self._closed:
+                raise RuntimeError("UpstreamClient is closed")
+            if self._session is None:  # another caller may have made it meanwhile
+                self._session = _new_session(self.connect_timeout_s, self._limit_per_host)
+        return self._session
 
     async def close(self) -> None:
+        self._closed = True
         self._transport.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("UpstreamClient.start() was not called")
-        return self._session
 
     def _target(self, provider: Provider) -> Target:
         key = (provider.url, provider.api_key)
@@ -203,6 +198,24 @@ class UpstreamClient:
             if resp is not None:
                 resp.close()
             raise _classify(provider, exc) from exc
+
+
+def _new_session(connect_timeout_s: float, limit_per_host: int) -> aiohttp.ClientSession:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=limit_per_host,
+        keepalive_timeout=30,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        raise_for_status=False,
+    )
 
 
 def _status_failure(
