@@ -41,11 +41,8 @@ from arbstr.routstr.discover import (
     discover,
     fetch_node,
     model_base_urls,
-    parse_sats_pricing,
-    provider_names,
-    render_tables,
-    render_toml,
 )
+from arbstr.routstr.models import parse_sats_pricing
 from arbstr.routstr.nostr import (
     Event,
     event_id,
@@ -58,6 +55,7 @@ from arbstr.routstr.nostr import (
     verify_event,
     verify_schnorr,
 )
+from arbstr.routstr.render import provider_names, render_tables, render_toml
 from nostr_relay import NostrRelay, free_port, publish
 
 T = TypeVar("T")

@@ -80,12 +80,12 @@ async def test_upstream_client_takes_an_ssl_context(
     client = UpstreamClient(
         connect_timeout_s=5, stream_idle_timeout_s=5, ssl_context=client_context(ca)
     )
-    await client.start()
     try:
         reply = await client.complete(alpha(https_upstream.url), msgspec.json.encode(BODY), "r", 5)
         assert reply.status == 200 and reply.usage is not None
         # the aiohttp session (balances, prices) trusts the same CA
-        async with client.session.get(f"{https_upstream.url}/models") as resp:
+        session = await client.get_session()
+        async with session.get(f"{https_upstream.url}/models") as resp:
             assert resp.status == 200
     finally:
         await client.close()

@@ -20,7 +20,7 @@ import msgspec
 
 from arbstr.config.listen import parse_listen
 from arbstr.config.model import Config, Policies, Provider, Rule, keyword_pattern
-from arbstr.config.schema import FileConfig, ModelRateSection, ProviderSection
+from arbstr.config.schema import DatabaseSettings, FileConfig, ModelRateSection, ProviderSection
 from arbstr.config.secrets import ENV_REF, convention_env_name, expand
 from arbstr.errors import ConfigError
 from arbstr.money import Rates
@@ -96,19 +96,35 @@ def resolve_config_path(cli_path: str | None, env: Mapping[str, str] | None = No
     return Path(cli_path or env.get("ARBSTR_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def resolve_db_path(cli_path: str | None, config: Config | None, env: Mapping[str, str]) -> str:
-    return (
-        cli_path
-        or env.get("ARBSTR_DB")
-        or (config.db_path if config is not None else None)
-        or DEFAULT_DB_PATH
-    )
+class _DatabaseOnly(msgspec.Struct):
+    """A config file's ``[database]`` table, every other table ignored."""
+
+    database: DatabaseSettings = DatabaseSettings()
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and resolve a TOML config file. Raises :class:`ConfigError`."""
-    env = os.environ if env is None else env
-    p = Path(path)
+def resolve_db_path(
+    cli_path: str | None, config: Config | Path | None, env: Mapping[str, str]
+) -> str:
+    """The request log: ``--db``, else ``$ARBSTR_DB``, else the config's ``[database].path``,
+    else ``./arbstr.db``. ``config`` is a loaded config (``serve``) or a config file, of which
+    only ``[database]`` is then read, and only when needed: ``stats`` and ``requests`` need no
+    provider key nor a valid ``[[providers]]``. Raises :class:`ConfigError`."""
+    if cli_path:
+        return cli_path
+    if env.get("ARBSTR_DB"):
+        return env["ARBSTR_DB"]
+    if isinstance(config, Path):
+        data = _read_toml(config)
+        try:
+            configured = msgspec.convert(data, type=_DatabaseOnly).database.path
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{config}: {_msgspec_error(exc, data)}") from None
+    else:
+        configured = config.db_path if config is not None else None
+    return configured or DEFAULT_DB_PATH
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
@@ -116,11 +132,18 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: config file is not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve a TOML config file. Raises :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    p = Path(path)
+    data = _read_toml(p)
     warnings: list[str] = []
     try:
         mode = p.stat().st_mode

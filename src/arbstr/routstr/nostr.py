@@ -30,8 +30,6 @@ from coincurve import PrivateKey, PublicKeyXOnly
 
 __all__ = [
     "Event",
-    "QueryResult",
-    "RelayAnswer",
     "event_id",
     "latest_replaceable",
     "matches_filter",

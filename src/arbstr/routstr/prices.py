@@ -1,5 +1,5 @@
-"""Routstr specifics at run time: price discovery from ``GET {url}/models`` and balances
-from ``GET {url}/balance/info``.
+"""Price discovery at run time: providers with ``discover = true`` get their prices from
+``GET {url}/models``, before serving and then every ``discover_interval_s``.
 
 Discovered prices never go stale silently: each provider's :class:`DiscoveryStatus` says when
 prices were last fetched, and the last error. A failed refresh keeps the last good prices.
@@ -12,15 +12,14 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
-from typing import Any
-
-import aiohttp
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from arbstr.config import Provider
-from arbstr.money import Rates, msats_to_sats
-from arbstr.routstr.discover import parse_sats_pricing
+from arbstr.money import Rates
+from arbstr.routstr.models import parse_sats_pricing
+
+if TYPE_CHECKING:  # the caller brings aiohttp along with its session
+    import aiohttp
 
 log = logging.getLogger("arbstr.routstr")
 
@@ -29,7 +28,6 @@ log = logging.getLogger("arbstr.routstr")
 class DiscoveryStatus:
     enabled: bool
     last_success: float | None = None  # time.time() of the last good refresh
-    last_attempt: float | None = None
     last_error: str | None = None
     models: int = 0
 
@@ -66,11 +64,13 @@ async def fetch_prices(
     session: aiohttp.ClientSession, provider: Provider, timeout_s: float
 ) -> dict[str, Rates]:
     """``GET {url}/models`` -> per-model rates (sats per 1k tokens). Raises on any failure."""
+    from aiohttp import ClientTimeout
+
     headers = {"Authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
     async with session.get(
         f"{provider.url}/models",
         headers=headers,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        timeout=ClientTimeout(total=timeout_s),
     ) as resp:
         body = await resp.read()
         if resp.status != 200:
@@ -117,7 +117,6 @@ class PriceBook:
 
     async def refresh(self, session: aiohttp.ClientSession, p: Provider, timeout_s: float) -> None:
         st = self.status[p.name]
-        st.last_attempt = time.time()
         try:
             prices = await fetch_prices(session, p, timeout_s)
         except asyncio.CancelledError:
@@ -155,66 +154,3 @@ class PriceBook:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-
-
-# --- balances ---------------------------------------------------------------------------------
-
-
-class _BalanceInfo(msgspec.Struct):
-    balance: int | float | None = None
-    reserved: int | float | None = None
-
-
-_balance_decoder = msgspec.json.Decoder(_BalanceInfo)
-
-
-@dataclass(slots=True)
-class Balance:
-    provider: str
-    balance_sats: Decimal | None = None
-    reserved_sats: Decimal | None = None
-    error: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "balance_sats": None if self.balance_sats is None else float(self.balance_sats),
-            "reserved_sats": None if self.reserved_sats is None else float(self.reserved_sats),
-            "error": self.error,
-        }
-
-
-async def fetch_balance(
-    session: aiohttp.ClientSession, provider: Provider, timeout_s: float
-) -> Balance:
-    """One provider's balance (msats on the wire -> sats). Never raises: errors are reported
-    in the result. Only the numbers are kept: the node's answer may echo the key."""
-    if not provider.api_key:
-        return Balance(provider.name, error="no API key configured")
-    try:
-        async with session.get(
-            f"{provider.url}/balance/info",
-            headers={"Authorization": f"Bearer {provider.api_key}"},
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                return Balance(provider.name, error=f"HTTP {resp.status}")
-        info = _balance_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return Balance(provider.name, error="unreadable /balance/info answer")
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return Balance(provider.name, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
-    if info.balance is None:
-        return Balance(provider.name, error="no balance in /balance/info answer")
-    return Balance(
-        provider.name,
-        balance_sats=msats_to_sats(info.balance),
-        reserved_sats=None if info.reserved is None else msats_to_sats(info.reserved),
-    )
-
-
-async def fetch_balances(
-    session: aiohttp.ClientSession, providers: Sequence[Provider], timeout_s: float = 10.0
-) -> list[Balance]:
-    return list(await asyncio.gather(*(fetch_balance(session, p, timeout_s) for p in providers)))

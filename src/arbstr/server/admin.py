@@ -6,7 +6,7 @@ from typing import Any
 
 from arbstr.config import Provider
 from arbstr.money import Rates
-from arbstr.routstr.prices import DiscoveryStatus, fetch_balances
+from arbstr.routstr import DiscoveryStatus, fetch_balances
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Send, send_json
 
@@ -75,5 +75,5 @@ async def models(gw: Gateway, send: Send) -> None:
 
 async def balances(gw: Gateway, send: Send) -> None:
     """Each provider's balance from ``GET {url}/balance/info``; errors per provider."""
-    results = await fetch_balances(gw.upstream.session, gw.config.providers)
+    results = await fetch_balances(await gw.upstream.get_session(), gw.config.providers)
     await send_json(send, 200, {"object": "list", "data": [b.as_json() for b in results]})

@@ -58,11 +58,11 @@ class Gateway:
 
     async def start(self) -> None:
         set_redactor(self.redactor)
-        await self.upstream.start()
         if self.prices.enabled:
             # first prices before serving (bounded; a failure only leaves that provider out)
-            await self.prices.refresh_all(self.upstream.session, self.discovery_timeout_s)
-            self.prices.start(self.upstream.session, self.discovery_timeout_s)
+            session = await self.upstream.get_session()
+            await self.prices.refresh_all(session, self.discovery_timeout_s)
+            self.prices.start(session, self.discovery_timeout_s)
 
     async def close(self) -> None:
         try:

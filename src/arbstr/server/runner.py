@@ -7,15 +7,17 @@ import gc
 import logging
 from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from arbstr.config import DEFAULT_DB_PATH, Config, config_from_data
 from arbstr.errors import ConfigError
-from arbstr.mock import MockProvider, mock_config_data, start_mock_providers
 from arbstr.server import App, Gateway
 from arbstr.storage import Store
+
+if TYPE_CHECKING:
+    from arbstr.mock import MockProvider
 
 log = logging.getLogger("arbstr")
 
@@ -33,6 +35,8 @@ async def mock_config(
     chunk_delay_s: float = 0.02, *, base: Config | None = None
 ) -> tuple[Config, list[MockProvider]]:
     """Start the built-in mock providers and a config that points at them."""
+    from arbstr.mock import mock_config_data, start_mock_providers  # aiohttp.web: only for --mock
+
     mocks = await start_mock_providers(chunk_delay_s=chunk_delay_s)
     data = mock_config_data(mocks)
     # the built-in mock keys are literal on purpose: no "literal key" warnings for them
@@ -85,15 +89,9 @@ async def serve(config: Config | None, *, mock: bool, listen: str | None) -> Non
 
 
 def tune_gc() -> None:
-    """Fewer cyclic-GC passes for a long-running proxy (see bench/README.md, "Profile").
-
-    The request path creates many short-lived container objects but almost no reference
-    cycles (under non-streaming load every collection frees nothing; 300 streams leave ~100
-    objects), so CPython's default gen-0 threshold of 700 runs ~100 collections a second for
-    nothing: ~8 % of the proxy's instructions.
-    Objects alive at start-up (modules, config, the app) are frozen out of the full
-    collections, which then pause the event loop for a few ms instead of tens of ms.
-    """
+    """Fewer cyclic-GC passes: the request path makes almost no reference cycles, so the
+    default gen-0 threshold only burns CPU; objects alive at start-up are frozen out of full
+    collections, which then pause the event loop less (measured in bench/README.md, "Profile")."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)

@@ -16,12 +16,11 @@ An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Literal
 
 from arbstr import __version__
 from arbstr.config import Provider
@@ -34,6 +33,9 @@ from arbstr.upstream.transport import (
 )
 from arbstr.upstream.usage import NotACompletion, Usage, completion_usage
 from arbstr.urls import parse_http_url
+
+if TYPE_CHECKING:
+    import aiohttp
 
 FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -106,6 +108,7 @@ class UpstreamClient:
         self._limit_per_host = max_connections_per_provider
         self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         if transport is None:
             transport = Transport(
                 max_connections_per_origin=max_connections_per_provider,
@@ -115,33 +118,26 @@ class UpstreamClient:
         self._transport = transport
         self._targets: dict[tuple[str, str | None], Target] = {}
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=self._limit_per_host,
-            keepalive_timeout=30,
-            enable_cleanup_closed=False,
-            ssl=self._ssl_context if self._ssl_context is not None else True,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-            raise_for_status=False,
-        )
+    async def get_session(self) -> aiohttp.ClientSession:
+        """The shared aiohttp session, made on first use: a proxy with no price discovery that is
+        never asked for balances does not load aiohttp at all. The first import runs in a
+        worker thread, so that the event loop keeps relaying meanwhile."""
+        if self._session is None:
+            await asyncio.to_thread(importlib.import_module, "aiohttp")
+            if self._closed:
+                raise RuntimeError("UpstreamClient is closed")
+            if self._session is None:  # another caller may have made it meanwhile
+                self._session = _new_session(
+                    self.connect_timeout_s, self._limit_per_host, self._ssl_context
+                )
+        return self._session
 
     async def close(self) -> None:
+        self._closed = True
         self._transport.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("UpstreamClient.start() was not called")
-        return self._session
 
     def _target(self, provider: Provider) -> Target:
         key = (provider.url, provider.api_key)
@@ -224,6 +220,27 @@ class UpstreamClient:
             if resp is not None:
                 resp.close()
             raise _classify(provider, exc) from exc
+
+
+def _new_session(
+    connect_timeout_s: float, limit_per_host: int, ssl_context: ssl.SSLContext | None
+) -> aiohttp.ClientSession:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=limit_per_host,
+        keepalive_timeout=30,
+        enable_cleanup_closed=False,
+        ssl=ssl_context if ssl_context is not None else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        raise_for_status=False,
+    )
 
 
 def _status_failure(

@@ -1,0 +1,129 @@
+"""``arbstr check``, ``providers`` and ``balance``: the config, and what providers say now."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from arbstr.cli.common import ConfigOpt, console, esc, load, warn
+
+if TYPE_CHECKING:
+    from arbstr.routstr import Balance, PriceBook
+
+
+def check(config: ConfigOpt = None) -> None:
+    """Validate the config; exit 0 when valid, 1 when not."""
+    cfg = load(config)
+    out = console()
+    s = cfg.server
+    out.print(f"[green]✓[/] {esc(cfg.source)} is valid", markup=True)
+    out.print(
+        f"  listen {s.host}:{s.port}, auth {'on' if s.auth_token else 'off'},"
+        f" {len(cfg.providers)} provider(s), {len(cfg.policies.rules)} rule(s),"
+        f" default strategy {cfg.policies.default.strategy}",
+        markup=False,
+    )
+    for p in cfg.providers:
+        models = ", ".join(p.model_order) if p.models is not None else "any model"
+        key = f" ({p.masked_key})" if p.api_key else ""
+        out.print(f"  provider {p.name}: key from {p.key_source}{key}; {models}", markup=False)
+    warn(cfg)
+
+
+def providers(config: ConfigOpt = None) -> None:
+    """Table of providers, models, rates (sats per 1k tokens) and masked keys.
+
+    Providers with ``discover = true`` have their prices fetched from ``GET {url}/models``
+    now, as ``serve`` would; a failure is shown and the configured rates are listed."""
+    from rich.table import Table
+
+    from arbstr.routstr import PriceBook
+
+    cfg = load(config)
+    book = PriceBook(cfg.providers)
+    if book.enabled:
+        from arbstr.server.runner import run
+
+        run(_discover_prices(book, cfg.server.connect_timeout_s))
+    table = Table(title=f"providers ({esc(cfg.source)})")
+    cols = ("provider", "url", "model", "in/1k", "out/1k", "base fee", "key", "key source")
+    for col in (*cols, "prices"):
+        table.add_column(col, justify="right" if col in ("in/1k", "out/1k", "base fee") else "left")
+    for p in book.listed:
+        st = book.status[p.name]
+        if not p.discover:
+            prices = "configured"
+        elif st.last_error is not None:
+            prices = f"discovery failed: {st.last_error}"
+        else:
+            prices = f"discovered ({st.models} models) just now"
+        models = list(p.model_order) or ["(any)"]
+        extra = [m for m in p.model_rates if m not in models]
+        for i, m in enumerate(models + extra):
+            r = p.rates_for(m) if m != "(any)" else p.rates
+            cells = (
+                p.name if i == 0 else "",
+                p.url if i == 0 else "",
+                m,
+                f"{r.input_rate:f}",  # :f, else 1e-07 prints as "1E-7"
+                f"{r.output_rate:f}",
+                f"{r.base_fee:f}",
+                p.masked_key if i == 0 else "",
+                p.key_source if i == 0 else "",
+                prices if i == 0 else "",
+            )
+            table.add_row(*(esc(c) for c in cells))
+    out = console()
+    if not out.is_terminal:  # piped: don't squeeze the table into 80 columns and cut cells
+        out.width = 10_000  # the table is not expanded: it stays as wide as its content
+    out.print(table)
+    warn(cfg)
+
+
+async def _discover_prices(book: PriceBook, connect_timeout_s: float) -> None:
+    import aiohttp
+
+    from arbstr.routstr import discovery_timeout_s
+
+    async with aiohttp.ClientSession() as session:
+        await book.refresh_all(session, discovery_timeout_s(connect_timeout_s))
+
+
+def balance(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Each provider's balance from GET {url}/balance/info (sats); errors per provider."""
+    from arbstr.server.runner import run
+
+    cfg = load(config)
+    results: list[Balance] = []
+
+    async def fetch() -> None:
+        import aiohttp
+
+        from arbstr.routstr import fetch_balances
+
+        async with aiohttp.ClientSession() as session:
+            results.extend(await fetch_balances(session, cfg.providers))
+
+    run(fetch())
+    if as_json:
+        import json
+
+        print(json.dumps({"object": "list", "data": [b.as_json() for b in results]}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="provider balances (sats)")
+    for col in ("provider", "balance", "reserved", "error"):
+        table.add_column(col, justify="right" if col in ("balance", "reserved") else "left")
+    for b in results:
+        table.add_row(
+            esc(b.provider),
+            "-" if b.balance_sats is None else f"{b.balance_sats:,}",
+            "-" if b.reserved_sats is None else f"{b.reserved_sats:,}",
+            esc(b.error or ""),
+        )
+    console().print(table)

@@ -1,0 +1,167 @@
+"""``arbstr stats`` and ``requests``: the request log, as ``GET /v1/stats`` and
+``GET /v1/requests`` show it. They read only ``[database]`` of the config: no provider key is
+needed to look at the log."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from arbstr.cli.common import ConfigOpt, console, fail
+from arbstr.config import resolve_config_path, resolve_db_path
+from arbstr.errors import ConfigError
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="SQLite request log [default: $ARBSTR_DB, [database].path, ./arbstr.db]"
+    ),
+]
+RangeOpt = Annotated[
+    str | None,
+    typer.Option("--range", help="last_1h | last_24h | last_7d | last_30d"),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="ISO 8601, e.g. 2024-05-01T12:00:00Z (no offset = UTC)"),
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO 8601 (inclusive)")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="only this model")]
+ProviderOpt = Annotated[str | None, typer.Option("--provider", help="only this provider")]
+PolicyOpt = Annotated[str | None, typer.Option("--policy", help="only this policy")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the /v1/… JSON instead of a table")]
+
+
+def _db_path(db: str | None, config: str | None) -> str:
+    """The log's path; a config file is optional here unless --config or $ARBSTR_CONFIG names
+    one."""
+    path = resolve_config_path(config)
+    explicit = config is not None or bool(os.environ.get("ARBSTR_CONFIG"))
+    config_file: Path | None = path if explicit or path.is_file() else None
+    try:
+        return resolve_db_path(db, config_file, os.environ)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _report(
+    db: str | None,
+    config: str | None,
+    params: dict[str, str | None],
+    kind: str,
+    as_json: bool,
+    group_by: str | None = None,
+) -> None:
+    import json
+
+    from arbstr.errors import DatabaseUnavailable, InvalidParameter
+    from arbstr.storage import queries
+
+    path = _db_path(db, config)
+    given = {k: v for k, v in params.items() if v is not None}
+    try:
+        if kind == "stats":
+            result = queries.read_stats(path, queries.parse_stats_params(given))
+        else:
+            result = queries.read_requests(path, queries.parse_requests_params(given))
+    except InvalidParameter as exc:
+        raise fail(f"--{exc.param.replace('_', '-')}: {exc.reason}") from None
+    except DatabaseUnavailable as exc:
+        raise fail(exc.message) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from arbstr.cli.tables import provider_cost_table, requests_table, stats_table
+
+    out = console()
+    if kind == "stats":
+        out.print(stats_table(result, group_by))
+        if group_by != "provider":  # the per-provider view of charged vs computed
+            by_provider = queries.parse_stats_params({**given, "group_by": "provider"})
+            result = queries.read_stats(path, by_provider)
+        table = provider_cost_table(result)
+        if table is not None:
+            out.print(table)
+    else:
+        out.print(requests_table(result, short_ids=out.width < 150))
+
+
+def _filters(
+    range_: str | None,
+    since: str | None,
+    until: str | None,
+    model: str | None,
+    provider: str | None,
+    policy: str | None,
+) -> dict[str, str | None]:
+    """The filters `stats` and `requests` share, named as the HTTP query parameters."""
+    return {
+        "range": range_,
+        "since": since,
+        "until": until,
+        "model": model,
+        "provider": provider,
+        "policy": policy,
+    }
+
+
+def stats(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    range_: RangeOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    model: ModelOpt = None,
+    provider: ProviderOpt = None,
+    policy: PolicyOpt = None,
+    group_by: Annotated[
+        str | None, typer.Option("--group-by", "-g", help="model | provider | policy")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
+    params = {
+        **_filters(range_, since, until, model, provider, policy),
+        "group_by": group_by,
+    }
+    _report(db, config, params, "stats", as_json, group_by)
+
+
+def requests(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    range_: RangeOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    model: ModelOpt = None,
+    provider: ProviderOpt = None,
+    policy: PolicyOpt = None,
+    success: Annotated[
+        bool | None, typer.Option("--success/--failed", help="only successes / only failures")
+    ] = None,
+    streaming: Annotated[
+        bool | None,
+        typer.Option("--streaming/--non-streaming", help="only streams / only non-streams"),
+    ] = None,
+    page: Annotated[int, typer.Option("--page", help="1, 2, …")] = 1,
+    per_page: Annotated[int, typer.Option("--per-page", help="1 to 100")] = 20,
+    sort: Annotated[
+        str, typer.Option("--sort", help="timestamp | cost_sats | latency_ms")
+    ] = "timestamp",
+    order: Annotated[str, typer.Option("--order", help="asc | desc")] = "desc",
+    as_json: JsonOpt = False,
+) -> None:
+    """The request log, newest first (as GET /v1/requests; default all time)."""
+    params = {
+        **_filters(range_, since, until, model, provider, policy),
+        "success": None if success is None else str(success).lower(),
+        "streaming": None if streaming is None else str(streaming).lower(),
+        "page": str(page),
+        "per_page": str(per_page),
+        "sort": sort,
+        "order": order,
+    }
+    _report(db, config, params, "requests", as_json)
