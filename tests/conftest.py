@@ -10,6 +10,7 @@ import pytest
 from arbstr import logs
 from arbstr.mock import MockProvider, start_mock_providers
 from fake_upstream import FakeUpstream
+from harness import ProxyThread
 
 
 @pytest.fixture
@@ -51,3 +52,12 @@ def restore_logging() -> Iterator[None]:
         lg.handlers[:] = handlers
         lg.setLevel(level)
         lg.propagate = propagate
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[ProxyThread]]:
+    """Proxies a test starts (append them); stopped at the end of the test."""
+    started: list[ProxyThread] = []
+    yield started
+    for p in started:
+        p.stop()

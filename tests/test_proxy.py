@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -22,14 +21,6 @@ HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 def one_provider(url: str, **kw: Any) -> dict[str, Any]:
     return {"providers": [provider("alpha", url, **kw)]}
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[ProxyThread]]:
-    started: list[ProxyThread] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def start(proxies: list[ProxyThread], data: dict[str, Any], **kw: Any) -> ProxyThread:

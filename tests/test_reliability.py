@@ -7,7 +7,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -39,14 +39,6 @@ UNAVAILABLE = Reply(status=503, json={"error": {"message": "busy", "type": "serv
 async def beta() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as up:
         yield up
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[ProxyThread]]:
-    started: list[ProxyThread] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def two_providers(

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -123,14 +123,6 @@ async def nodes() -> AsyncIterator[tuple[FakeNode, FakeNode]]:
     yield cheap, dear
     await cheap.close()
     await dear.close()
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[ProxyThread]]:
-    started: list[ProxyThread] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def discovering(url: str, name: str, **kw: Any) -> dict[str, Any]:
