@@ -8,7 +8,6 @@ import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from arbstr.records import RequestRecord
@@ -39,8 +38,8 @@ def record(**kw: Any) -> RequestRecord:
         "streaming": False,
         "input_tokens": 10,
         "output_tokens": 20,
-        "cost_sats": Decimal("0.700"),
-        "provider_cost_sats": None,
+        "cost_msats": 700,
+        "provider_cost_msats": None,
         "latency_ms": 42,
         "ttft_ms": None,
         "stream_duration_ms": None,
@@ -66,7 +65,7 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
         streaming = rng.random() < 0.4
         provider = rng.choice(PROVIDERS)
         tokens_known = success or rng.random() < 0.3
-        cost = Decimal(rng.randint(0, 80_000)) / 1000 if tokens_known else None
+        cost = rng.randint(0, 80_000) if tokens_known else None
         out.append(
             RequestRecord(
                 request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -77,8 +76,8 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
                 streaming=streaming,
                 input_tokens=rng.randint(1, 4000) if tokens_known else None,
                 output_tokens=rng.randint(0, 2000) if tokens_known else None,
-                cost_sats=cost,
-                provider_cost_sats=_reported(cost, rng),
+                cost_msats=cost,
+                provider_cost_msats=_reported(cost, rng),
                 latency_ms=rng.randint(1, 30_000),
                 ttft_ms=rng.randint(1, 500) if streaming else None,
                 stream_duration_ms=rng.randint(1, 20_000) if streaming else None,
@@ -91,14 +90,14 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
     return out
 
 
-def _reported(cost: Decimal | None, rng: random.Random) -> Decimal | None:
+def _reported(cost: int | None, rng: random.Random) -> int | None:
     """What the provider said it charged: half the time nothing; else arbstr's own cost,
     or now and then a little more or less (a node charging off its advertised price)."""
     if cost is None or rng.random() < 0.5:
         return None
     if rng.random() < 0.7:
         return cost
-    return max(Decimal(0), cost + Decimal(rng.randint(-500, 2000)) / 1000)
+    return max(0, cost + rng.randint(-500, 2000))
 
 
 Pred = Callable[[RequestRecord], bool]
@@ -137,10 +136,10 @@ def nearest_rank(values: Sequence[int], p: int) -> int | None:
 def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
     rows = list(rows)
     ok = [r.latency_ms for r in rows if r.success]
-    msats = sum(int(r.cost_sats * 1000) for r in rows if r.cost_sats is not None)
-    reported = [(r, r.provider_cost_sats) for r in rows if r.provider_cost_sats is not None]
-    provider_msats = sum(int(pc * 1000) for _, pc in reported)
-    computed_msats = sum(int((r.cost_sats or 0) * 1000) for r, _ in reported)
+    msats = sum(r.cost_msats for r in rows if r.cost_msats is not None)
+    reported = [(r, r.provider_cost_msats) for r in rows if r.provider_cost_msats is not None]
+    provider_msats = sum(pc for _, pc in reported)
+    computed_msats = sum(r.cost_msats or 0 for r, _ in reported)
     return {
         "counts": {
             "total": len(rows),
@@ -208,7 +207,7 @@ def sort_key(sort: str) -> Callable[[tuple[int, RequestRecord]], tuple[Any, ...]
 
     def key(item: tuple[int, RequestRecord]) -> tuple[Any, ...]:
         rid, r = item
-        value = {"timestamp": r.timestamp, "cost_sats": r.cost_sats, "latency_ms": r.latency_ms}[
+        value = {"timestamp": r.timestamp, "cost_sats": r.cost_msats, "latency_ms": r.latency_ms}[
             sort
         ]
         return (value is not None, value if value is not None else 0, rid)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,14 @@ def sample() -> list[RequestRecord]:
         record(
             model="gpt-4o",
             provider="alpha",
-            cost_sats=Decimal("1.250"),
+            cost_msats=1250,
             latency_ms=100,
             timestamp=ts(now - timedelta(minutes=5)),
         ),
         record(
             model="gpt-4o",
             provider="beta",
-            cost_sats=Decimal("2.001"),
+            cost_msats=2001,
             latency_ms=300,
             streaming=True,
             timestamp=ts(now - timedelta(minutes=4)),
@@ -56,7 +55,7 @@ def sample() -> list[RequestRecord]:
             model="gpt-4o-mini",
             provider="alpha",
             policy="cheap",
-            cost_sats=Decimal("0.333"),
+            cost_msats=333,
             latency_ms=200,
             timestamp=ts(now - timedelta(hours=3)),
         ),
@@ -66,14 +65,14 @@ def sample() -> list[RequestRecord]:
             success=False,
             error_status=400,
             error_message="no provider serves [gpt-4o-mini]",
-            cost_sats=None,
+            cost_msats=None,
             input_tokens=None,
             output_tokens=None,
             timestamp=ts(now - timedelta(minutes=1)),
         ),
         record(  # outside the default 7 days
             model="old-model",
-            cost_sats=Decimal("99"),
+            cost_msats=99000,
             timestamp=ts(now - timedelta(days=9)),
         ),
     ]
@@ -253,21 +252,21 @@ def test_stats_shows_provider_charged_vs_computed(runner: CliRunner, tmp_path: P
         # alpha reports exactly what arbstr computed
         record(
             provider="alpha",
-            cost_sats=Decimal("1.250"),
-            provider_cost_sats=Decimal("1.250"),
+            cost_msats=1250,
+            provider_cost_msats=1250,
             timestamp=ts(now - timedelta(minutes=3)),
         ),
         # beta charges 0.5 sats more than its advertised prices imply, on one of two requests
         record(
             provider="beta",
-            cost_sats=Decimal("2.000"),
-            provider_cost_sats=Decimal("2.500"),
+            cost_msats=2000,
+            provider_cost_msats=2500,
             timestamp=ts(now - timedelta(minutes=2)),
         ),
         record(
             provider="beta",
-            cost_sats=Decimal("1.000"),
-            provider_cost_sats=None,
+            cost_msats=1000,
+            provider_cost_msats=None,
             timestamp=ts(now - timedelta(minutes=1)),
         ),
     ]

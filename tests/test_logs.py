@@ -7,7 +7,6 @@ import logging
 import re
 import threading
 import time
-from decimal import Decimal
 
 import pytest
 
@@ -30,8 +29,8 @@ def record(**kw: object) -> RequestRecord:
         "streaming": False,
         "input_tokens": 12,
         "output_tokens": 34,
-        "cost_sats": Decimal("0.425"),
-        "provider_cost_sats": None,
+        "cost_msats": 425,
+        "provider_cost_msats": None,
         "latency_ms": 7,
         "ttft_ms": None,
         "stream_duration_ms": None,
@@ -64,10 +63,19 @@ def test_request_message_has_the_summary_and_no_text() -> None:
     )
     assert logs.request_message(record(), "1/alpha").endswith(" attempts=2 retries=1/alpha")
     err = logs.request_message(
-        record(success=False, error_status=502, cost_sats=None, input_tokens=None)
+        record(success=False, error_status=502, cost_msats=None, input_tokens=None)
     )
     assert err.startswith("chat error status=502 model=gpt-4o")
-    assert "tokens=None/34 cost_sats=None" in err
+    assert "tokens=None/34 cost_sats=None latency_ms" in err
+
+
+def test_request_message_costs_are_exact_millisats() -> None:
+    big = logs.request_message(record(cost_msats=12_345_678_901_234_567_891))
+    assert " cost_sats=12345678901234567.891 " in big  # no float rounding on the way
+    maybe = logs.request_message(
+        record(success=False, error_status=504, cost_msats=None, possibly_billed_msats=7)
+    )
+    assert " cost_sats=None possibly_billed_sats=0.007 latency_ms=7 " in maybe
 
 
 def test_request_lines_and_log_records_share_one_writer(restore_logging: object) -> None:

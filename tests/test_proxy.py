@@ -87,7 +87,7 @@ async def test_completion_forwarded_with_headers_and_cost(
     assert up.headers["authorization"] == "Bearer sk-test-alpha-0123456789"
     rec = await last_record(proxy)
     assert rec.request_id == rid and rec.success and rec.input_tokens == 12
-    assert str(rec.cost_sats) == "0.330"
+    assert rec.cost_msats == 330
 
 
 async def test_upstream_body_returned_unchanged(

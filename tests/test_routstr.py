@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -264,10 +263,10 @@ async def test_provider_reported_cost_is_recorded(
             break
         await asyncio.sleep(0.02)
     plain, streamed = proxy.records[:2]
-    assert plain.cost_sats == Decimal("1.250") and plain.provider_cost_sats == Decimal("1.750")
+    assert plain.cost_msats == 1250 and plain.provider_cost_msats == 1750
     assert streamed.streaming
-    assert streamed.cost_sats == Decimal("1.250")
-    assert streamed.provider_cost_sats == Decimal("1.750")
+    assert streamed.cost_msats == 1250
+    assert streamed.provider_cost_msats == 1750
 
 
 async def test_balances_per_provider_never_fail_the_whole_call(

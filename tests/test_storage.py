@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -176,8 +175,8 @@ def test_newer_database_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixt
 def test_records_are_written_with_every_column(store: Store) -> None:
     r1 = record(
         streaming=True,
-        cost_sats=Decimal("1.234"),
-        provider_cost_sats=Decimal("1.2"),
+        cost_msats=1234,
+        provider_cost_msats=1200,
         ttft_ms=12,
         stream_duration_ms=300,
         attempts=3,
@@ -188,7 +187,7 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         policy=None,
         input_tokens=None,
         output_tokens=None,
-        cost_sats=None,
+        cost_msats=None,
         error_status=502,
         error_message="x" * 5000,
     )
@@ -532,7 +531,7 @@ def test_costs_are_exact_to_the_millisat(tmp_path: Path) -> None:
     path = db(tmp_path)
     s = Store.open(path)
     for i in range(10_000):
-        s.submit(record(cost_sats=Decimal("0.001") if i % 2 else Decimal("0.1"), latency_ms=i))
+        s.submit(record(cost_msats=1 if i % 2 else 100, latency_ms=i))
     s.close()
     got = read_stats(path, StatsQuery())
     assert got["costs"]["total_cost_sats"] == 505.0
@@ -595,12 +594,12 @@ def test_requests_row_shape(tmp_path: Path) -> None:
     s = Store.open(path)
     ok = record(
         streaming=True,
-        cost_sats=Decimal("1.5"),
-        provider_cost_sats=Decimal("1.499"),
+        cost_msats=1500,
+        provider_cost_msats=1499,
         stream_duration_ms=900,
         latency_ms=1000,
     )
-    bad = record(success=False, error_status=502, error_message="boom", cost_sats=None)
+    bad = record(success=False, error_status=502, error_message="boom", cost_msats=None)
     s.submit(ok)
     s.submit(bad)
     s.close()

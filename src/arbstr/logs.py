@@ -22,7 +22,7 @@ from typing import TextIO
 import msgspec
 
 from arbstr.batching import Pacer, Poller
-from arbstr.money import format_sats
+from arbstr.money import format_msats
 from arbstr.records import RequestRecord
 from arbstr.redact import NO_SECRETS, Redactor
 from arbstr.timefmt import IsoStamper
@@ -67,12 +67,14 @@ def request_message(r: RequestRecord, retries: str | None = None) -> str:
     """The summary of one chat request, ``key=value``; no prompt or completion text.
     ``retries`` is the ``x-arbstr-retries`` value (failed attempts per provider), if any."""
     outcome = "ok" if r.success else f"error status={r.error_status}"
-    cost = None if r.cost_sats is None else format_sats(r.cost_sats)
+    cost = None if r.cost_msats is None else format_msats(r.cost_msats)
+    billed = r.possibly_billed_msats
+    maybe = "" if billed is None else f" possibly_billed_sats={format_msats(billed)}"
     v = logfmt_value
     return (
         f"chat {outcome} model={v(r.model)} provider={v(r.provider)} policy={v(r.policy)}"
         f" stream={r.streaming} tokens={r.input_tokens}/{r.output_tokens} cost_sats={cost}"
-        f" latency_ms={r.latency_ms} attempts={r.attempts} retries={v(retries or 0)}"
+        f"{maybe} latency_ms={r.latency_ms} attempts={r.attempts} retries={v(retries or 0)}"
     )
 
 

@@ -8,12 +8,17 @@ The request path builds one :class:`RequestRecord` per chat request and hands it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Protocol
 
 
 @dataclass(slots=True)
 class RequestRecord:
+    """One chat request. Money is in integer millisats: ``cost_msats`` is arbstr's cost from
+    the token usage, ``provider_cost_msats`` what the provider said it charged, and
+    ``possibly_billed_msats`` the estimated cost of a request that may have been billed
+    although no usage came back (read timeout, client disconnect, interrupted stream); such
+    a request has ``cost_msats = None``."""
+
     request_id: str
     timestamp: str  # ISO 8601 UTC
     model: str
@@ -22,8 +27,8 @@ class RequestRecord:
     streaming: bool
     input_tokens: int | None
     output_tokens: int | None
-    cost_sats: Decimal | None
-    provider_cost_sats: Decimal | None
+    cost_msats: int | None
+    provider_cost_msats: int | None
     latency_ms: int
     ttft_ms: int | None
     stream_duration_ms: int | None
@@ -31,6 +36,7 @@ class RequestRecord:
     error_status: int | None
     error_message: str | None
     attempts: int = 1
+    possibly_billed_msats: int | None = None
 
 
 class RecordSink(Protocol):

@@ -24,7 +24,7 @@ from arbstr.errors import (
     MethodNotAllowed,
 )
 from arbstr.logs import log_request
-from arbstr.money import format_msats, msats_decimal
+from arbstr.money import format_msats
 from arbstr.records import RequestRecord
 from arbstr.routing.policy import select_policy
 from arbstr.routing.pricing import cost_msats, estimate_input_tokens, estimate_output_tokens
@@ -452,10 +452,8 @@ class ChatHandler:
             streaming=ex.streaming,
             input_tokens=o.input_tokens,
             output_tokens=o.output_tokens,
-            cost_sats=None if o.cost_msats is None else msats_decimal(o.cost_msats),
-            provider_cost_sats=None
-            if o.provider_cost_msats is None
-            else msats_decimal(o.provider_cost_msats),
+            cost_msats=o.cost_msats,
+            provider_cost_msats=o.provider_cost_msats,
             latency_ms=round(ex.elapsed_ms()),
             ttft_ms=None if o.ttft_ms is None else round(o.ttft_ms),
             stream_duration_ms=None
@@ -465,6 +463,7 @@ class ChatHandler:
             error_status=o.error_status,
             error_message=None if message is None else self.redact.text(message),
             attempts=max(1, ex.attempts.tried),
+            possibly_billed_msats=o.possibly_billed_msats,
         )
         self.gw.sink.submit(record)
         log_request(record, ex.attempts.header())

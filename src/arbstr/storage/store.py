@@ -20,7 +20,6 @@ import queue
 import sqlite3
 import threading
 import time
-from decimal import Decimal
 
 from arbstr.batching import Pacer, Poller
 from arbstr.records import RatioBook, RequestRecord
@@ -59,8 +58,10 @@ _STOP = _Stop()
 _Item = RequestRecord | threading.Event | _Stop
 
 
-def _sats(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
+def _sats(msats: int | None) -> float | None:
+    """Millisats as the REAL sats column (exact to the millisat back through ROUND(x * 1000)
+    for any amount below 2**53 msats)."""
+    return None if msats is None else msats / 1000
 
 
 def record_row(r: RequestRecord) -> Row:
@@ -77,8 +78,8 @@ def record_row(r: RequestRecord) -> Row:
         int(r.streaming),
         r.input_tokens,
         r.output_tokens,
-        _sats(r.cost_sats),
-        _sats(r.provider_cost_sats),
+        _sats(r.cost_msats),
+        _sats(r.provider_cost_msats),
         r.latency_ms,
         r.ttft_ms,
         r.stream_duration_ms,
