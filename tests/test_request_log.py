@@ -22,11 +22,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from typer.testing import CliRunner
 from yarl import URL
 
+from arbstr import storage
+from arbstr.cli import app
 from arbstr.records import RequestRecord
-from arbstr.storage import Store, read_stats
-from arbstr.storage.queries import parse_stats_params
+from arbstr.storage import Store
 from fake_upstream import Completion, FakeUpstream, closed_port_url
 from harness import ProxyThread, make_config, provider
 from logdata import assert_stats_match, expected_stats, make_records, sort_key, ts, where
@@ -488,15 +490,44 @@ async def test_stats_routes_need_the_auth_token(
     assert status == 200 and health["database"] == "ok"
 
 
-async def test_routes_answer_the_same_as_the_shared_queries(
+async def get_raw(url: str, params: dict[str, str]) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as s, s.get(url, params=params) as r:
+        return r.status, await r.read()
+
+
+async def test_routes_and_cli_json_encode_the_same_typed_answers(
     api: tuple[ProxyThread, list[RequestRecord]],
 ) -> None:
+    """The server's body is the shared query's typed answer, encoded by the one encoder; the
+    CLI's --json is that same document, indented."""
     proxy, _ = api
     assert proxy.gateway is not None and proxy.gateway.store is not None
-    params = {"since": "2020-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z", "group_by": "model"}
-    status, got = await get_json(proxy.url + "/v1/stats", params)
-    assert status == 200
-    assert got == read_stats(proxy.gateway.store.path, parse_stats_params(params))
+    path = proxy.gateway.store.path
+    stats_params = {
+        "since": "2020-01-01T00:00:00Z",
+        "until": "2100-01-01T00:00:00Z",
+        "group_by": "model",
+    }
+    requests_params = {"provider": "beta", "sort": "cost_sats", "per_page": "50", "page": "2"}
+    cases: list[tuple[str, dict[str, str], storage.Stats | storage.RequestsPage]] = [
+        ("stats", stats_params, storage.read_stats(path, storage.parse_stats_params(stats_params))),
+        (
+            "requests",
+            requests_params,
+            storage.read_requests(path, storage.parse_requests_params(requests_params)),
+        ),
+    ]
+    for route, params, answer in cases:
+        status, body = await get_raw(proxy.url + "/v1/" + route, params)
+        assert status == 200
+        assert body == storage.encode(answer)
+        args = [route, "--db", path, "--json"]
+        for name, value in params.items():
+            args += [f"--{name.replace('_', '-')}", value]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == storage.encode_indented(answer) + "\n"
+        assert json.loads(result.stdout) == json.loads(body)
 
 
 # --- `arbstr serve` in a real process -------------------------------------------------------

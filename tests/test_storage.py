@@ -9,22 +9,27 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from arbstr.batching import Pacer
 from arbstr.errors import DatabaseUnavailable, InvalidParameter
 from arbstr.records import RequestRecord
-from arbstr.storage import Store, schema
-from arbstr.storage.queries import (
+from arbstr.storage import Store, encode, schema
+from arbstr.storage.params import (
     Filters,
     RequestsQuery,
     StatsQuery,
     format_ts,
-    open_readonly,
     parse_requests_params,
     parse_stats_params,
     parse_time,
+)
+from arbstr.storage.payloads import Payload
+from arbstr.storage.queries import (
+    open_readonly,
     query_requests,
     query_stats,
     read_requests,
@@ -66,6 +71,11 @@ def rows(path: str, sql: str = "SELECT COUNT(*) FROM requests") -> list[tuple[ob
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def as_json(payload: Payload) -> Any:
+    """A typed answer as its JSON document (what the server sends)."""
+    return msgspec.json.decode(encode(payload))
 
 
 @pytest.fixture
@@ -500,7 +510,7 @@ def test_stats_match_a_python_reference(
     p = dict(params)
     if group_by:
         p["group_by"] = group_by
-    got = read_stats(path, parse_stats_params(p, now=now))
+    got = as_json(read_stats(path, parse_stats_params(p, now=now)))
     f = parse_stats_params(p, now=now).filters
     pred = where(f.since, f.until, f.model, f.provider, f.policy)
     assert_stats_match(got, expected_stats(recs, pred, group_by))
@@ -517,8 +527,8 @@ def test_stats_since_until_with_offsets(dataset: Dataset) -> None:
         "until": b.astimezone(timezone(timedelta(hours=-8))).isoformat(),
     }
     assert local["since"].endswith("+05:30") and local["until"].endswith("-08:00")
-    got_utc = read_stats(path, parse_stats_params(utc, now=now))
-    got_local = read_stats(path, parse_stats_params(local, now=now))
+    got_utc = as_json(read_stats(path, parse_stats_params(utc, now=now)))
+    got_local = as_json(read_stats(path, parse_stats_params(local, now=now)))
     assert got_utc["since"] == got_local["since"] and got_utc["until"] == got_local["until"]
     assert got_utc == got_local
     expected = expected_stats(recs, where(got_utc["since"], got_utc["until"]))
@@ -533,7 +543,7 @@ def test_costs_are_exact_to_the_millisat(tmp_path: Path) -> None:
     for i in range(10_000):
         s.submit(record(cost_msats=1 if i % 2 else 100, latency_ms=i))
     s.close()
-    got = read_stats(path, StatsQuery())
+    got = as_json(read_stats(path, StatsQuery()))
     assert got["costs"]["total_cost_sats"] == 505.0
     assert got["counts"]["total"] == 10_000
     assert got["performance"]["p50_latency_ms"] == 4999  # rank ceil(0.5 * 10000) = 5000
@@ -547,9 +557,9 @@ def test_percentiles_are_nearest_rank(tmp_path: Path) -> None:
         s.submit(record(latency_ms=latency))
     s.submit(record(latency_ms=1, success=False, error_status=400))  # errors don't count
     s.close()
-    perf = read_stats(path, StatsQuery())["performance"]
+    perf = as_json(read_stats(path, StatsQuery()))["performance"]
     assert perf == {"avg_latency_ms": 30.0, "p50_latency_ms": 30, "p95_latency_ms": 50}
-    empty = read_stats(path, StatsQuery(Filters(model="nope")))
+    empty = as_json(read_stats(path, StatsQuery(Filters(model="nope"))))
     assert empty["performance"] == {
         "avg_latency_ms": None,
         "p50_latency_ms": None,
@@ -576,8 +586,10 @@ def test_requests_pages_cover_the_filtered_rows_in_order(
     seen: list[str] = []
     page = 1
     while True:
-        got = read_requests(
-            path, parse_requests_params({**params, "page": str(page), "per_page": "100"})
+        got = as_json(
+            read_requests(
+                path, parse_requests_params({**params, "page": str(page), "per_page": "100"})
+            )
         )
         assert got["total"] == len(expected)
         assert got["total_pages"] == -(-len(expected) // 100)
@@ -603,7 +615,7 @@ def test_requests_row_shape(tmp_path: Path) -> None:
     s.submit(ok)
     s.submit(bad)
     s.close()
-    got = read_requests(path, RequestsQuery(sort="timestamp", order="asc"))
+    got = as_json(read_requests(path, RequestsQuery(sort="timestamp", order="asc")))
     assert got["page"] == 1 and got["per_page"] == 20 and got["total"] == 2
     assert got["total_pages"] == 1
     first, second = got["data"]
@@ -625,8 +637,8 @@ def test_requests_row_shape(tmp_path: Path) -> None:
     assert second["cost"] == {"sats": None, "provider_sats": None}
     assert second["success"] is False and second["streaming"] is False
     conn = open_readonly(path)
-    assert query_requests(conn, RequestsQuery(page=3))["data"] == []
-    assert query_stats(conn, StatsQuery())["counts"]["total"] == 2
+    assert as_json(query_requests(conn, RequestsQuery(page=3)))["data"] == []
+    assert as_json(query_stats(conn, StatsQuery()))["counts"]["total"] == 2
     conn.close()
 
 

@@ -55,33 +55,32 @@ def _report(
     as_json: bool,
     group_by: str | None = None,
 ) -> None:
-    import json
-
+    from arbstr import storage
     from arbstr.errors import DatabaseUnavailable, InvalidParameter
-    from arbstr.storage import queries
 
     path = _db_path(db, config)
     given = {k: v for k, v in params.items() if v is not None}
+    result: storage.Stats | storage.RequestsPage
     try:
         if kind == "stats":
-            result = queries.read_stats(path, queries.parse_stats_params(given))
+            result = storage.read_stats(path, storage.parse_stats_params(given))
         else:
-            result = queries.read_requests(path, queries.parse_requests_params(given))
+            result = storage.read_requests(path, storage.parse_requests_params(given))
     except InvalidParameter as exc:
         raise fail(f"--{exc.param.replace('_', '-')}: {exc.reason}") from None
     except DatabaseUnavailable as exc:
         raise fail(exc.message) from None
-    if as_json:
-        print(json.dumps(result, indent=2))
+    if as_json:  # the very document the server sends, indented
+        print(storage.encode_indented(result))
         return
     from arbstr.cli.tables import provider_cost_table, requests_table, stats_table
 
     out = console()
-    if kind == "stats":
+    if isinstance(result, storage.Stats):
         out.print(stats_table(result, group_by))
         if group_by != "provider":  # the per-provider view of charged vs computed
-            by_provider = queries.parse_stats_params({**given, "group_by": "provider"})
-            result = queries.read_stats(path, by_provider)
+            by_provider = storage.parse_stats_params({**given, "group_by": "provider"})
+            result = storage.read_stats(path, by_provider)
         table = provider_cost_table(result)
         if table is not None:
             out.print(table)

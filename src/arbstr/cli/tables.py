@@ -1,14 +1,14 @@
-"""Rich tables for ``arbstr stats`` and ``arbstr requests``, built from the same result
-dicts that ``/v1/stats`` and ``/v1/requests`` return (see :mod:`arbstr.storage.queries`).
+"""Rich tables for ``arbstr stats`` and ``arbstr requests``, built from the same typed
+results that ``/v1/stats`` and ``/v1/requests`` return (see :mod:`arbstr.storage.payloads`).
 Imported only by those commands, so rich stays out of ``serve``'s start-up."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+
+from arbstr.storage.payloads import Costs, Counts, Performance, RequestsPage, Stats
 
 
 def _num(value: float | int | None, decimals: int = 0) -> str:
@@ -19,26 +19,25 @@ def _num(value: float | int | None, decimals: int = 0) -> str:
     return f"{value:,}"
 
 
-def _stats_cells(name: str, g: dict[str, Any]) -> list[str]:
-    c, k, p = g["counts"], g["costs"], g["performance"]
+def _stats_cells(name: str, c: Counts, k: Costs, p: Performance) -> list[str]:
     return [
         escape(name),
-        _num(c["total"]),
-        _num(c["success"]),
-        _num(c["error"]),
-        _num(c["streaming"]),
-        _num(k["total_cost_sats"], 3),
-        _num(k["total_input_tokens"]),
-        _num(k["total_output_tokens"]),
-        _num(p["avg_latency_ms"], 1),
-        _num(p["p50_latency_ms"]),
-        _num(p["p95_latency_ms"]),
+        _num(c.total),
+        _num(c.success),
+        _num(c.error),
+        _num(c.streaming),
+        _num(k.total_cost_sats, 3),
+        _num(k.total_input_tokens),
+        _num(k.total_output_tokens),
+        _num(p.avg_latency_ms, 1),
+        _num(p.p50_latency_ms),
+        _num(p.p95_latency_ms),
     ]
 
 
-def stats_table(result: dict[str, Any], group_by: str | None) -> Table:
-    since = result.get("since") or "the beginning"
-    until = result.get("until") or "now"
+def stats_table(result: Stats, group_by: str | None) -> Table:
+    since = result.since or "the beginning"
+    until = result.until or "now"
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -49,26 +48,21 @@ def stats_table(result: dict[str, Any], group_by: str | None) -> Table:
     table.add_column(group_by or "", no_wrap=True)
     for col in ("reqs", "ok", "err", "stream", "sats", "in tok", "out tok", "avg", "p50", "p95"):
         table.add_column(col, justify="right", no_wrap=True)
-    groups: dict[str, Any] = result.get("groups") or {}
-    for name, g in sorted(
-        groups.items(), key=lambda kv: (-kv[1]["costs"]["total_cost_sats"], kv[0])
-    ):
-        table.add_row(*_stats_cells(name, g))
+    groups = result.groups or {}
+    for name, g in sorted(groups.items(), key=lambda kv: (-kv[1].costs.total_cost_sats, kv[0])):
+        table.add_row(*_stats_cells(name, g.counts, g.costs, g.performance))
     if groups:
         table.add_section()
-    table.add_row(*_stats_cells("total", result), style="bold")
+    total = _stats_cells("total", result.counts, result.costs, result.performance)
+    table.add_row(*total, style="bold")
     return table
 
 
-def provider_cost_table(result: dict[str, Any]) -> Table | None:
+def provider_cost_table(result: Stats) -> Table | None:
     """Per provider: arbstr's computed cost next to what the provider reported charging,
     over the requests where it reported a cost. None when no provider reported any."""
-    groups: dict[str, Any] = result.get("groups") or {}
-    rows = [
-        (n, g["costs"])
-        for n, g in sorted(groups.items())
-        if g["costs"].get("provider_reported_requests")
-    ]
+    groups = result.groups or {}
+    rows = [(n, g.costs) for n, g in sorted(groups.items()) if g.costs.provider_reported_requests]
     if not rows:
         return None
     table = Table(
@@ -82,13 +76,13 @@ def provider_cost_table(result: dict[str, Any]) -> Table | None:
     for col in ("reqs", "computed sats", "provider sats", "diff sats"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, k in rows:
-        provider_sats = k["total_provider_cost_sats"]
-        diff = k["provider_cost_diff_sats"]
+        provider_sats = k.total_provider_cost_sats or 0.0
+        diff = k.provider_cost_diff_sats or 0.0
         computed = provider_sats - diff
         style = "red" if diff > 0 else None
         table.add_row(
             escape(name),
-            _num(k["provider_reported_requests"]),
+            _num(k.provider_reported_requests),
             _num(computed, 3),
             _num(provider_sats, 3),
             f"{diff:+,.3f}",
@@ -102,7 +96,7 @@ def _when(ts: str, short: bool) -> str:
     return ts[5 if short else 0 : 19].replace("T", " ")
 
 
-def requests_table(result: dict[str, Any], *, short_ids: bool = False) -> Table:
+def requests_table(result: RequestsPage, *, short_ids: bool = False) -> Table:
     """``short_ids``: the first 8 characters of each request id (enough to grep the logs)."""
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -110,8 +104,8 @@ def requests_table(result: dict[str, Any], *, short_ids: bool = False) -> Table:
         collapse_padding=True,
         title="arbstr request log",
         caption=(
-            f"page {result['page']} of {result['total_pages']}"
-            f" ({result['per_page']} per page), {result['total']} request(s)"
+            f"page {result.page} of {result.total_pages}"
+            f" ({result.per_page} per page), {result.total} request(s)"
         ),
     )
     table.add_column("time (UTC)", no_wrap=True)
@@ -122,25 +116,24 @@ def requests_table(result: dict[str, Any], *, short_ids: bool = False) -> Table:
     for col in ("tokens", "sats", "ms"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("result")
-    for r in result["data"]:
-        err = r["error"]
-        tokens = r["tokens"]
+    for r in result.data:
+        err = r.error
         if err is None:
             outcome = "ok"
         else:
-            status = err.get("status") or "error"
-            message = err.get("message") or ""
+            status = err.status or "error"
+            message = err.message or ""
             outcome = f"[red]{status}[/] {escape(message)}".rstrip()
         table.add_row(
-            _when(r["timestamp"], short_ids),
-            escape(r["request_id"][:8] if short_ids else r["request_id"]),
-            escape(r["model"] or "-"),
-            escape(r["provider"] or "-"),
-            escape(r["policy"] or "-"),
-            "yes" if r["streaming"] else "no",
-            f"{_num(tokens['input'])}/{_num(tokens['output'])}",
-            _num(r["cost"]["sats"], 3),
-            _num(r["timing"]["latency_ms"]),
+            _when(r.timestamp, short_ids),
+            escape(r.request_id[:8] if short_ids else r.request_id),
+            escape(r.model or "-"),
+            escape(r.provider or "-"),
+            escape(r.policy or "-"),
+            "yes" if r.streaming else "no",
+            f"{_num(r.tokens.input)}/{_num(r.tokens.output)}",
+            _num(r.cost.sats, 3),
+            _num(r.timing.latency_ms),
             outcome,
         )
     return table

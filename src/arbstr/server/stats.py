@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from arbstr.errors import ArbstrError, DatabaseUnavailable, InvalidParameter, InvalidRequest
 from arbstr.server.gateway import Gateway
-from arbstr.server.http import Scope, Send, send_error, send_json
-from arbstr.storage.queries import (
+from arbstr.server.http import JSON_CT, Scope, Send, send_bytes, send_error
+from arbstr.storage import (
+    encode,
     parse_requests_params,
     parse_stats_params,
     read_requests,
     read_stats,
 )
+from arbstr.storage.payloads import Payload
 
 Q = TypeVar("Q")
 _MAX_FIELDS = 50
@@ -45,7 +47,7 @@ async def _serve(
     scope: Scope,
     send: Send,
     parse: Callable[[dict[str, str]], Q],
-    read: Callable[[str, Q], dict[str, Any]],
+    read: Callable[[str, Q], Payload],
 ) -> None:
     try:
         query = parse(query_params(scope))
@@ -55,7 +57,7 @@ async def _serve(
     except ArbstrError as err:
         await send_error(send, err)
         return
-    await send_json(send, 200, result)
+    await send_bytes(send, 200, encode(result), [JSON_CT])
 
 
 async def stats(gw: Gateway, scope: Scope, send: Send) -> None:

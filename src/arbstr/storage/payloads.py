@@ -1,0 +1,110 @@
+"""The answers of ``GET /v1/stats`` and ``GET /v1/requests`` as typed values.
+
+Field order is the JSON key order. The server and ``arbstr stats``/``arbstr requests --json``
+both encode them with :func:`encode` (the CLI only re-indents the same bytes), so the two
+always print the same document. Money is in sats with three decimals, summed exactly in
+millisats before it becomes a float here.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Counts(msgspec.Struct):
+    total: int
+    success: int
+    error: int
+    streaming: int
+
+
+class Costs(msgspec.Struct):
+    total_cost_sats: float
+    total_input_tokens: int
+    total_output_tokens: int
+    # what providers said they charged, over the requests where they said it, and how far
+    # that is from arbstr's own cost for those requests (positive: the node charged more)
+    provider_reported_requests: int
+    total_provider_cost_sats: float | None
+    provider_cost_diff_sats: float | None
+
+
+class Performance(msgspec.Struct):
+    avg_latency_ms: float | None
+    p50_latency_ms: int | None
+    p95_latency_ms: int | None
+
+
+class GroupStats(msgspec.Struct):
+    counts: Counts
+    costs: Costs
+    performance: Performance
+
+
+class Stats(msgspec.Struct, omit_defaults=True):
+    """``groups`` is present only when the query was grouped."""
+
+    since: str | None
+    until: str | None
+    counts: Counts
+    costs: Costs
+    performance: Performance
+    groups: dict[str, GroupStats] | None = None
+
+
+class Tokens(msgspec.Struct):
+    input: int | None
+    output: int | None
+
+
+class Cost(msgspec.Struct):
+    sats: float | None
+    provider_sats: float | None
+
+
+class Timing(msgspec.Struct):
+    latency_ms: int
+    stream_duration_ms: int | None
+
+
+class RowError(msgspec.Struct):
+    status: int | None
+    message: str | None
+
+
+class RequestRow(msgspec.Struct):
+    id: int
+    request_id: str
+    timestamp: str
+    model: str
+    provider: str | None
+    policy: str | None
+    streaming: bool
+    success: bool
+    tokens: Tokens
+    cost: Cost
+    timing: Timing
+    error: RowError | None
+
+
+class RequestsPage(msgspec.Struct):
+    data: list[RequestRow]
+    page: int
+    per_page: int
+    total: int
+    total_pages: int
+
+
+Payload = Stats | RequestsPage
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(payload: Payload) -> bytes:
+    """The JSON body the server sends."""
+    return _encoder.encode(payload)
+
+
+def encode_indented(payload: Payload) -> str:
+    """The same document, indented for a terminal (``--json``)."""
+    return msgspec.json.format(encode(payload), indent=2).decode("utf-8")
