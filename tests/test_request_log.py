@@ -31,7 +31,15 @@ from arbstr.records import RequestRecord
 from arbstr.storage import Store
 from fake_upstream import Completion, FakeUpstream, closed_port_url
 from harness import ProxyThread, make_config, provider
-from logdata import assert_stats_match, expected_stats, make_records, sort_key, ts, where
+from logdata import (
+    assert_stats_match,
+    expected_stats,
+    make_records,
+    record,
+    sort_key,
+    ts,
+    where,
+)
 
 CHAT = "/v1/chat/completions"
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -528,6 +536,40 @@ async def test_routes_and_cli_json_encode_the_same_typed_answers(
         assert result.exit_code == 0, result.output
         assert result.stdout == storage.encode_indented(answer) + "\n"
         assert json.loads(result.stdout) == json.loads(body)
+
+
+async def test_stats_routes_stay_200_and_exact_over_rows_no_arbstr_writes(
+    tmp_path: Path, proxies: list[ProxyThread]
+) -> None:
+    """Rows with costs of 1e27 sats and int64-sized token counts (an older arbstr wrote
+    whatever it was given) used to make every /v1/stats covering them a 503 "integer
+    overflow"; they now count as unknown and the rest is summed exactly."""
+    path = str(tmp_path / "log.db")
+    store = Store.open(path)
+    proxy = start(
+        proxies,
+        ProxyThread(make_config({"providers": [provider("a", closed_port_url())]}), sink=store),
+    )
+    innocent = [record(cost_msats=1000 + i, input_tokens=i) for i in range(10)]
+    for r in innocent:
+        store.submit(r)
+    assert store.flush()
+    conn = sqlite3.connect(path)
+    conn.executemany(
+        "INSERT INTO requests (request_id, timestamp, model, streaming, success, latency_ms,"
+        " cost_sats, input_tokens) VALUES (?, ?, 'gpt-4o', 0, 1, 5, ?, ?)",
+        [(f"old-{i}", innocent[0].timestamp, 1e27, 2**63 - 1) for i in range(2)],
+    )
+    conn.commit()
+    conn.close()
+    status, got = await get_json(proxy.url + "/v1/stats", {"group_by": "provider"})
+    assert status == 200, got
+    assert got["costs"]["total_cost_sats"] == sum(1000 + i for i in range(10)) / 1000
+    assert got["costs"]["total_input_tokens"] == sum(range(10))
+    assert got["counts"]["total"] == 12
+    status, page = await get_json(proxy.url + "/v1/requests", {"sort": "cost_sats"})
+    assert status == 200, page
+    assert page["data"][0]["cost"]["sats"] is None and page["data"][0]["tokens"]["input"] is None
 
 
 # --- `arbstr serve` in a real process -------------------------------------------------------

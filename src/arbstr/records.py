@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# No request has more tokens than this; a larger count is a provider's bug, not a count
+# (the request log stores it as unknown, and nothing is learned from it).
+MAX_TOKENS = 10**9
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -65,7 +69,7 @@ class RatioBook:
         return None if entry is None else entry[0]
 
     def observe(self, policy: str, model: str, input_tokens: int, output_tokens: int) -> None:
-        if input_tokens <= 0 or output_tokens < 0:
+        if not (0 < input_tokens <= MAX_TOKENS and 0 <= output_tokens <= MAX_TOKENS):
             return
         ratio = output_tokens / input_tokens
         avg, n = self._ratios.get((policy, model), (0.0, 0))

@@ -63,7 +63,7 @@ class Cost(msgspec.Struct):
 
 
 class Timing(msgspec.Struct):
-    latency_ms: int
+    latency_ms: int | None  # None only for a value no arbstr writes
     stream_duration_ms: int | None
 
 

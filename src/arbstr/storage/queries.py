@@ -3,7 +3,9 @@
 typed answers of :mod:`arbstr.storage.payloads` (parameters: :mod:`arbstr.storage.params`).
 
 - Costs are summed exactly, in integer millisats (``ROUND(cost_sats * 1000)``), and turned
-  back into sats only at the end.
+  back into sats only at the end. Values outside the bounds of :mod:`arbstr.storage.rows`
+  (rows an older arbstr wrote) count as unknown, here and in the rows answered, so no row
+  can make a sum overflow.
 - Latency figures cover successful requests only (an error answered in 1 ms says nothing
   about the providers). Percentiles are nearest-rank: the p-th percentile of n sorted values
   is the value at rank ``ceil(p * n / 100)`` (1-based), so it is always an observed value.
@@ -12,6 +14,7 @@ typed answers of :mod:`arbstr.storage.payloads` (parameters: :mod:`arbstr.storag
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,42 +33,55 @@ from arbstr.storage.payloads import (
     Timing,
     Tokens,
 )
+from arbstr.storage.rows import (
+    exact_sum,
+    msats_sql,
+    stored_int,
+    stored_sats,
+    stored_tokens,
+    take_sum,
+    tokens_sql,
+)
 from arbstr.storage.schema import SchemaTooNew, check_not_newer, user_version
 
 # ---------------------------------------------------------------------------------------------
 # SQL
 
 
-_AGGREGATES = """
-    COUNT(*),
-    COALESCE(SUM(success), 0),
-    COALESCE(SUM(streaming), 0),
-    COALESCE(SUM(CAST(ROUND(cost_sats * 1000) AS INTEGER)), 0),
-    COALESCE(SUM(input_tokens), 0),
-    COALESCE(SUM(output_tokens), 0),
-    AVG(CASE WHEN success = 1 THEN latency_ms END),
-    COUNT(provider_cost_sats),
-    COALESCE(SUM(CAST(ROUND(provider_cost_sats * 1000) AS INTEGER)), 0),
-    COALESCE(SUM(CASE WHEN provider_cost_sats IS NOT NULL
-                      THEN CAST(ROUND(cost_sats * 1000) AS INTEGER) END), 0)
+# Each row's values within the bounds of arbstr.storage.rows (others count as unknown), so
+# that the sums below stay exact and cannot overflow, whoever wrote the rows.
+_BOUNDED = f"""
+    success = 1 AS ok, streaming = 1 AS st, latency_ms,
+    {msats_sql("cost_sats")} AS c,
+    {msats_sql("provider_cost_sats")} AS pc,
+    {tokens_sql("input_tokens")} AS ti,
+    {tokens_sql("output_tokens")} AS tout
+"""
+_AGGREGATES = f"""
+    COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(st), 0),
+    {exact_sum("c")}, {exact_sum("ti")}, {exact_sum("tout")},
+    AVG(CASE WHEN ok THEN latency_ms END),
+    COUNT(pc), {exact_sum("pc")}, {exact_sum("CASE WHEN pc IS NOT NULL THEN c END")}
 """
 
 
-def _group(agg: tuple[Any, ...], p50: int | None, p95: int | None) -> GroupStats:
-    total, success, streaming, msats, tokens_in, tokens_out, avg = agg[:7]
-    reported, provider_msats, computed_msats_where_reported = agg[7:10]
+def _group(agg: Iterator[Any], p50: int | None, p95: int | None) -> GroupStats:
+    total, success, streaming = int(next(agg)), int(next(agg)), int(next(agg))
+    msats, tokens_in, tokens_out = take_sum(agg), take_sum(agg), take_sum(agg)
+    avg = next(agg)
+    reported, provider_msats, computed_where_reported = int(next(agg)), take_sum(agg), take_sum(agg)
     return GroupStats(
-        Counts(int(total), int(success), int(total) - int(success), int(streaming)),
+        Counts(total, success, total - success, streaming),
         Costs(
-            total_cost_sats=int(msats) / 1000,
-            total_input_tokens=int(tokens_in),
-            total_output_tokens=int(tokens_out),
-            provider_reported_requests=int(reported),
-            total_provider_cost_sats=int(provider_msats) / 1000 if reported else None,
+            total_cost_sats=msats / 1000,
+            total_input_tokens=tokens_in,
+            total_output_tokens=tokens_out,
+            # what providers said they charged (Routstr usage.cost / X-Routstr-Cost-Msats),
+            # and that minus arbstr's own cost for the same requests
+            provider_reported_requests=reported,
+            total_provider_cost_sats=provider_msats / 1000 if reported else None,
             provider_cost_diff_sats=(
-                (int(provider_msats) - int(computed_msats_where_reported)) / 1000
-                if reported
-                else None
+                (provider_msats - computed_where_reported) / 1000 if reported else None
             ),
         ),
         Performance(None if avg is None else round(float(avg), 2), p50, p95),
@@ -90,18 +106,19 @@ def _percentiles(
     for g, rn, n, latency in conn.execute(sql, args):
         p50, p95 = out.get(g, (None, None))
         if rn == (n * 50 + 99) // 100:
-            p50 = int(latency)
+            p50 = stored_int(latency)
         if rn == (n * 95 + 99) // 100:
-            p95 = int(latency)
+            p95 = stored_int(latency)
         out[g] = (p50, p95)
     return out
 
 
 def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
     where, args = q.filters.where()
-    overall = conn.execute(f"SELECT {_AGGREGATES} FROM requests{where}", args).fetchone()  # noqa: S608
+    sql = f"SELECT {_AGGREGATES} FROM (SELECT {_BOUNDED} FROM requests{where})"  # noqa: S608
+    overall = conn.execute(sql, args).fetchone()
     p50, p95 = _percentiles(conn, "'*'", where, args).get("*", (None, None))
-    total = _group(overall, p50, p95)
+    total = _group(iter(overall), p50, p95)
     result = Stats(q.filters.since, q.filters.until, total.counts, total.costs, total.performance)
     if q.group_by is not None:
         key = q.group_by
@@ -109,10 +126,14 @@ def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
             raise ValueError(f"group_by must be one of {GROUP_BY}")
         pct = _percentiles(conn, key, where, args)
         groups: dict[str, GroupStats] = {}
-        sql = f"SELECT {key}, {_AGGREGATES} FROM requests{where} GROUP BY {key} ORDER BY {key}"  # noqa: S608
+        sql = (
+            f"SELECT g, {_AGGREGATES} FROM (SELECT {key} AS g, {_BOUNDED} FROM requests{where})"  # noqa: S608
+            " GROUP BY g ORDER BY g"
+        )
         for row in conn.execute(sql, args):
-            g50, g95 = pct.get(row[0], (None, None))
-            groups[NO_KEY if row[0] is None else str(row[0])] = _group(row[1:], g50, g95)
+            g = row[0]
+            g50, g95 = pct.get(g, (None, None))
+            groups[NO_KEY if g is None else str(g)] = _group(iter(row[1:]), g50, g95)
         result.groups = groups
     return result
 
@@ -122,10 +143,6 @@ _REQUEST_COLUMNS = """
     output_tokens, cost_sats, provider_cost_sats, latency_ms, stream_duration_ms,
     error_status, error_message
 """
-
-
-def _sats(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 3)
 
 
 def _request_row(row: tuple[Any, ...]) -> RequestRow:
@@ -157,10 +174,10 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         policy=policy,
         streaming=bool(streaming),
         success=ok,
-        tokens=Tokens(tokens_in, tokens_out),
-        cost=Cost(_sats(cost), _sats(provider_cost)),
-        timing=Timing(latency, duration),
-        error=None if ok else RowError(err_status, err_message),
+        tokens=Tokens(stored_tokens(tokens_in), stored_tokens(tokens_out)),
+        cost=Cost(stored_sats(cost), stored_sats(provider_cost)),
+        timing=Timing(stored_int(latency), stored_int(duration)),
+        error=None if ok else RowError(stored_int(err_status), err_message),
     )
 
 

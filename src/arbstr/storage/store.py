@@ -7,6 +7,8 @@ one transaction, in short slices with pauses between them (:class:`~arbstr.batch
 so that the event loop on the same core never waits behind a whole batch. Learned token
 ratios that changed are saved with each batch.
 
+Values are bounded on the way in (:mod:`arbstr.storage.rows`), and a row SQLite still
+refuses is left out alone, the rest of its batch written (:mod:`arbstr.storage.writes`).
 A database that cannot be opened or written never breaks proxying: rows are then dropped
 and counted, a warning is logged once per outage, and :attr:`Store.available` is false.
 The writer tries to (re)open an unopened database at most every ``reopen_interval_s``.
@@ -14,7 +16,6 @@ The writer tries to (re)open an unopened database at most every ``reopen_interva
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import sqlite3
@@ -23,7 +24,9 @@ import time
 
 from arbstr.batching import Pacer, Poller
 from arbstr.records import RatioBook, RequestRecord
+from arbstr.storage.rows import Row, text
 from arbstr.storage.schema import SchemaTooNew, migrate, user_version
+from arbstr.storage.writes import is_database_fault, rollback, write_batch
 
 _INTERVAL_S = 0.02  # the writer takes what is queued every 20 ms (arbstr.batching.Poller)
 
@@ -31,23 +34,6 @@ log = logging.getLogger("arbstr.storage")
 
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_BATCH_SIZE = 500
-MAX_ERROR_MESSAGE = 2000
-
-INSERT_REQUEST = """
-INSERT OR IGNORE INTO requests (
-    request_id, timestamp, model, provider, policy, streaming, input_tokens, output_tokens,
-    cost_sats, provider_cost_sats, latency_ms, ttft_ms, stream_duration_ms, success,
-    error_status, error_message, attempts
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-UPSERT_RATIO = """
-INSERT INTO token_ratios (policy, model, avg_ratio, sample_count) VALUES (?, ?, ?, ?)
-ON CONFLICT (policy, model) DO UPDATE SET
-    avg_ratio = excluded.avg_ratio, sample_count = excluded.sample_count
-"""
-
-Row = tuple[object, ...]
 
 
 class _Stop:
@@ -56,38 +42,6 @@ class _Stop:
 
 _STOP = _Stop()
 _Item = RequestRecord | threading.Event | _Stop
-
-
-def _sats(msats: int | None) -> float | None:
-    """Millisats as the REAL sats column (exact to the millisat back through ROUND(x * 1000)
-    for any amount below 2**53 msats)."""
-    return None if msats is None else msats / 1000
-
-
-def record_row(r: RequestRecord) -> Row:
-    """A record as the parameters of :data:`INSERT_REQUEST`."""
-    message = r.error_message
-    if message is not None and len(message) > MAX_ERROR_MESSAGE:
-        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
-    return (
-        r.request_id,
-        r.timestamp,
-        r.model,
-        r.provider,
-        r.policy,
-        int(r.streaming),
-        r.input_tokens,
-        r.output_tokens,
-        _sats(r.cost_msats),
-        _sats(r.provider_cost_msats),
-        r.latency_ms,
-        r.ttft_ms,
-        r.stream_duration_ms,
-        int(r.success),
-        r.error_status,
-        message,
-        r.attempts,
-    )
 
 
 class StoredRatios(RatioBook):
@@ -103,15 +57,15 @@ class StoredRatios(RatioBook):
         self._changed.add((policy, model))
 
     def take_changes(self) -> list[Row]:
-        """The ratios changed since the last call, as :data:`UPSERT_RATIO` parameters (on the
-        writer thread: the swap is atomic under the GIL; an ``add`` racing it lands in the set
-        taken here or in the next one)."""
+        """The ratios changed since the last call, as ``UPSERT_RATIO`` parameters (on the writer
+        thread: the swap is atomic under the GIL; an ``add`` racing it lands in the set taken
+        here or in the next one)."""
         changed, self._changed = self._changed, set()
         rows: list[Row] = []
         for policy, model in changed:
             entry = self._ratios.get((policy, model))
             if entry is not None:
-                rows.append((policy, model, entry[0], entry[1]))
+                rows.append((text(policy), text(model), entry[0], entry[1]))
         return rows
 
 
@@ -346,6 +300,8 @@ class Store:
             except Exception:  # never let the writer thread die
                 log.exception("request log writer failed")
                 self._dropped_write += len(records)
+                if self._conn is not None:
+                    rollback(self._conn)
         for w in waiters:
             w.set()
         return stop
@@ -358,23 +314,26 @@ class Store:
             self._dropped_write += len(records)
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            inserted = 0
-            for part in self._pacer.slices(records):
-                rows = [record_row(r) for r in part]
-                inserted += conn.executemany(INSERT_REQUEST, rows).rowcount
-            if ratios:
-                conn.executemany(UPSERT_RATIO, ratios)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            done = write_batch(conn, records, ratios, self._pacer)
+        except Exception as exc:  # rolled back; a row's fault never gets here
             self._dropped_write += len(records)
-            self._set_unavailable(f"cannot write to {self.path}: {exc}")
+            reason = f"cannot write to {self.path}: {exc}"
+            if not is_database_fault(exc):
+                reason += f" ({type(exc).__name__})"
+            self._set_unavailable(reason)
             return
-        self._written += inserted
-        if inserted < len(records):  # INSERT OR IGNORE: a request id already in the table
-            log.warning("request log: %d duplicate request id(s) ignored", len(records) - inserted)
+        self._written += done.inserted
+        self._dropped_write += done.failed
+        if done.failed or done.failed_ratios:
+            log.warning(
+                "request log: %d row(s) and %d token ratio(s) could not be stored and were"
+                " dropped; the rest of the batch was written (first: %s)",
+                done.failed,
+                done.failed_ratios,
+                done.error,
+            )
+        ignored = len(records) - done.inserted - done.failed
+        if ignored:  # INSERT OR IGNORE: a request id already stored, or no model/timestamp
+            log.warning("request log: %d row(s) ignored (request id already stored)", ignored)
         if not self._available:
             self._set_available()
