@@ -85,6 +85,9 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
                 error_status=None if success else rng.choice((400, 502, 503, 499)),
                 error_message=None if success else rng.choice(("boom", "upstream [x] failed")),
                 attempts=rng.randint(1, 3),
+                possibly_billed_msats=(
+                    rng.randint(0, 50_000) if not tokens_known and rng.random() < 0.5 else None
+                ),
             )
         )
     return out
@@ -140,6 +143,7 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
     reported = [(r, r.provider_cost_msats) for r in rows if r.provider_cost_msats is not None]
     provider_msats = sum(pc for _, pc in reported)
     computed_msats = sum(r.cost_msats or 0 for r, _ in reported)
+    maybe = [r.possibly_billed_msats for r in rows if r.possibly_billed_msats is not None]
     return {
         "counts": {
             "total": len(rows),
@@ -156,6 +160,8 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
             "provider_cost_diff_sats": (
                 (provider_msats - computed_msats) / 1000 if reported else None
             ),
+            "possibly_billed_sats": sum(maybe) / 1000,
+            "possibly_billed_requests": len(maybe),
         },
         "performance": {
             "avg_latency_ms": sum(ok) / len(ok) if ok else None,

@@ -122,6 +122,32 @@ def test_stats_table(runner: CliRunner, tmp_path: Path) -> None:
         runner, "stats", "--db", "log.db", "--since", "2000-01-01", "--policy", "cheap"
     ).stdout
     assert "0.333" in text and "2000-01-01T00:00:00.000Z" in text
+    assert "possibly billed" not in text  # nothing to say: no line
+
+
+def test_stats_shows_what_was_possibly_billed(runner: CliRunner, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    timed_out = {
+        "success": False,
+        "error_status": 504,
+        "cost_msats": None,
+        "input_tokens": None,
+        "output_tokens": None,
+    }
+    recs = [
+        record(cost_msats=1000, timestamp=ts(now - timedelta(minutes=3))),
+        record(**timed_out, possibly_billed_msats=1250, timestamp=ts(now - timedelta(minutes=2))),
+        record(**timed_out, possibly_billed_msats=2, timestamp=ts(now - timedelta(minutes=1))),
+    ]
+    fill(tmp_path / "log.db", recs)
+    data = json.loads(run(runner, "stats", "--db", "log.db", "--json").stdout)
+    assert data["costs"]["total_cost_sats"] == 1.0
+    assert data["costs"]["possibly_billed_sats"] == 1.252
+    assert data["costs"]["possibly_billed_requests"] == 2
+    text = " ".join(run(runner, "stats", "--db", "log.db").stdout.split())
+    assert "possibly billed" in text and "2 request(s), about 1.252 sats" in text
+    page = json.loads(run(runner, "requests", "--db", "log.db", "--json").stdout)
+    assert [d["cost"]["possibly_billed_sats"] for d in page["data"]] == [0.002, 1.25, None]
 
 
 def test_requests_json_and_filters(runner: CliRunner, tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ SPEC_REQUESTS_COLUMNS = [
     ("error_status", "INTEGER", 0, 0),
     ("error_message", "TEXT", 0, 0),
     ("attempts", "INTEGER", 1, 0),
+    ("possibly_billed_sats", "REAL", 0, 0),
 ]
 
 
@@ -157,6 +158,55 @@ def test_a_failing_migration_is_rolled_back(
     conn.close()
 
 
+def v1_database(path: str) -> None:
+    """A request log as the first arbstr left it: schema 1, one request, one ratio."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for stmt in schema.migrations()[0].statements():
+        conn.execute(stmt)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO requests (request_id, timestamp, model, provider, policy, streaming,"
+        " input_tokens, output_tokens, cost_sats, provider_cost_sats, latency_ms, success,"
+        " attempts) VALUES ('old-1', ?, 'gpt-4o', 'alpha', 'default', 0, 10, 20, 1.5, 1.5,"
+        " 42, 1, 1)",
+        (record().timestamp,),
+    )
+    conn.execute("INSERT INTO token_ratios VALUES ('default', 'gpt-4o', 0.5, 4)")
+    conn.close()
+
+
+def test_a_v1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = db(tmp_path)
+    v1_database(path)
+    # read-only readers (arbstr stats) take a log not yet upgraded as it is, and leave it so
+    before = as_json(read_stats(path, StatsQuery()))
+    assert before["costs"]["total_cost_sats"] == 1.5
+    assert before["costs"]["possibly_billed_requests"] == 0
+    old = as_json(read_requests(path, RequestsQuery()))["data"]
+    assert [d["cost"] for d in old] == [
+        {"sats": 1.5, "provider_sats": 1.5, "possibly_billed_sats": None}
+    ]
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+
+    s = Store.open(path)
+    assert s.available
+    assert s.ratios.get("default", "gpt-4o") == 0.5
+    s.submit(record(request_id="new-1", success=False, cost_msats=None, possibly_billed_msats=2500))
+    s.close()
+    assert rows(path, "PRAGMA user_version") == [(schema.latest_version(),)]
+    conn = sqlite3.connect(path)
+    info = conn.execute("PRAGMA table_info(requests)").fetchall()
+    conn.close()
+    assert [(c[1], c[2], c[3], c[5]) for c in info] == SPEC_REQUESTS_COLUMNS
+    assert rows(
+        path, "SELECT request_id, cost_sats, possibly_billed_sats FROM requests ORDER BY id"
+    ) == [("old-1", 1.5, None), ("new-1", None, 2.5)]
+    after = as_json(read_stats(path, StatsQuery()))["costs"]
+    assert after["total_cost_sats"] == 1.5  # never mixed with what was possibly billed
+    assert (after["possibly_billed_sats"], after["possibly_billed_requests"]) == (2.5, 1)
+    assert rows(path, "SELECT * FROM token_ratios") == [("default", "gpt-4o", 0.5, 4)]
+
+
 def test_newer_database_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = db(tmp_path)
     newer = schema.latest_version() + 1
@@ -198,6 +248,7 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         input_tokens=None,
         output_tokens=None,
         cost_msats=None,
+        possibly_billed_msats=1234,
         error_status=502,
         error_message="x" * 5000,
     )
@@ -224,11 +275,13 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         None,
         None,
         3,
+        None,
     )
     assert got[1][1] == r2.request_id
     assert got[1][4:6] == (None, None)
     assert got[1][9] is None and got[1][14] == 0 and got[1][15] == 502
     assert isinstance(got[1][16], str) and 100 < len(got[1][16]) <= 2000  # capped
+    assert got[1][18] == 1.234
     assert store.written == 2 and store.dropped == 0
 
 
@@ -611,7 +664,13 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         stream_duration_ms=900,
         latency_ms=1000,
     )
-    bad = record(success=False, error_status=502, error_message="boom", cost_msats=None)
+    bad = record(
+        success=False,
+        error_status=504,
+        error_message="boom",
+        cost_msats=None,
+        possibly_billed_msats=250,
+    )
     s.submit(ok)
     s.submit(bad)
     s.close()
@@ -629,12 +688,12 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         "streaming": True,
         "success": True,
         "tokens": {"input": 10, "output": 20},
-        "cost": {"sats": 1.5, "provider_sats": 1.499},
+        "cost": {"sats": 1.5, "provider_sats": 1.499, "possibly_billed_sats": None},
         "timing": {"latency_ms": 1000, "stream_duration_ms": 900},
         "error": None,
     }
-    assert second["error"] == {"status": 502, "message": "boom"}
-    assert second["cost"] == {"sats": None, "provider_sats": None}
+    assert second["error"] == {"status": 504, "message": "boom"}
+    assert second["cost"] == {"sats": None, "provider_sats": None, "possibly_billed_sats": 0.25}
     assert second["success"] is False and second["streaming"] is False
     conn = open_readonly(path)
     assert as_json(query_requests(conn, RequestsQuery(page=3)))["data"] == []

@@ -25,7 +25,7 @@ from arbstr.storage import (
     writes,
 )
 from arbstr.storage import rows as bounds
-from arbstr.storage.schema import migrate, migrations
+from arbstr.storage.schema import migrate
 from logdata import expected_group, record
 
 HUGE = 2**63  # one past SQLite's largest integer
@@ -73,8 +73,8 @@ def stored(path: str, sql: str) -> list[tuple[Any, ...]]:
 
 HOSTILE_ROWS: list[dict[str, object]] = [
     {"cost_sats": 1e27, "success": 1},  # two of these made every /v1/stats a 503
-    {"cost_sats": 1e27},
-    {"cost_sats": float("inf"), "provider_cost_sats": 1e30},
+    {"cost_sats": 1e27, "possibly_billed_sats": 1e27},
+    {"cost_sats": float("inf"), "provider_cost_sats": 1e30, "possibly_billed_sats": 1e27},
     {"cost_sats": -5.0, "provider_cost_sats": -1.0},
     {"cost_sats": "a lot", "input_tokens": "many"},
     {"input_tokens": HUGE - 1, "output_tokens": HUGE - 1},
@@ -86,6 +86,7 @@ HOSTILE_ROWS: list[dict[str, object]] = [
 
 def test_stats_and_requests_survive_hostile_rows_and_stay_exact(path: str) -> None:
     innocent = [record(cost_msats=1001 + i, provider_cost_msats=1000) for i in range(20)]
+    innocent[3].possibly_billed_msats = 777
     s = Store.open(path)
     for r in innocent:
         s.submit(r)
@@ -95,6 +96,10 @@ def test_stats_and_requests_survive_hostile_rows_and_stay_exact(path: str) -> No
     got = as_json(read_stats(path, StatsQuery()))
     expected = expected_group(innocent)["costs"]
     assert got["costs"] == expected  # the out-of-bounds values count as unknown
+    assert (got["costs"]["possibly_billed_sats"], got["costs"]["possibly_billed_requests"]) == (
+        0.777,
+        1,
+    )
     assert got["costs"]["total_cost_sats"] == sum(1001 + i for i in range(20)) / 1000
     assert got["counts"]["total"] == 20 + len(HOSTILE_ROWS)
     assert got["counts"]["success"] == 21  # 20 innocent + the 1e27 one marked success = 1
@@ -104,8 +109,8 @@ def test_stats_and_requests_survive_hostile_rows_and_stay_exact(path: str) -> No
     page = as_json(read_requests(path, RequestsQuery(per_page=100, sort="cost_sats")))
     assert page["total"] == 20 + len(HOSTILE_ROWS)
     raw = {d["request_id"]: d for d in page["data"] if d["request_id"].startswith("raw-")}
-    assert raw["raw-0"]["cost"] == {"sats": None, "provider_sats": None}
-    assert raw["raw-3"]["cost"] == {"sats": None, "provider_sats": None}
+    unknown = {"sats": None, "provider_sats": None, "possibly_billed_sats": None}
+    assert raw["raw-1"]["cost"] == raw["raw-2"]["cost"] == raw["raw-3"]["cost"] == unknown
     assert raw["raw-4"]["tokens"] == {"input": None, "output": None}
     assert raw["raw-5"]["tokens"] == {"input": None, "output": None}
     assert raw["raw-7"]["timing"]["latency_ms"] == HUGE - 1
@@ -285,15 +290,14 @@ def test_any_record_row_can_be_stored(
         error_message=texts[2],
     )
     row = bounds.record_row(r)
-    conn = sqlite3.connect(":memory:")
-    for stmt in migrations()[0].statements():
-        conn.execute(stmt)
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, ":memory:")
     conn.execute(bounds.INSERT_REQUEST, row)  # never raises
     tin, tout = row[6], row[7]
     for given_value, kept in ((tokens[0], tin), (tokens[1], tout)):
         ok = given_value is not None and 0 <= given_value <= bounds.MAX_TOKENS
         assert kept == (given_value if ok else None)
-    for cost, kept in ((costs[0], row[8]), (costs[1], row[9])):
+    for cost, kept in ((costs[0], row[8]), (costs[1], row[9]), (costs[2], row[17])):
         if cost is not None and 0 <= cost <= bounds.MAX_MSATS:
             assert kept == cost / 1000
         else:

@@ -38,12 +38,20 @@ def _stats_cells(name: str, c: Counts, k: Costs, p: Performance) -> list[str]:
 def stats_table(result: Stats, group_by: str | None) -> Table:
     since = result.since or "the beginning"
     until = result.until or "now"
+    caption = "latency (ms) of successful requests; p50/p95 are nearest-rank"
+    costs = result.costs
+    if costs.possibly_billed_requests:
+        caption += (
+            f"\npossibly billed without a usage (timeouts, disconnects, broken streams):"
+            f" {costs.possibly_billed_requests:,} request(s), about"
+            f" {costs.possibly_billed_sats:,.3f} sats, not in the sats column"
+        )
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
         title=f"arbstr requests, {since} to {until}",
-        caption="latency (ms) of successful requests; p50/p95 are nearest-rank",
+        caption=caption,
     )
     table.add_column(group_by or "", no_wrap=True)
     for col in ("reqs", "ok", "err", "stream", "sats", "in tok", "out tok", "avg", "p50", "p95"):

@@ -27,6 +27,10 @@ class Costs(msgspec.Struct):
     provider_reported_requests: int
     total_provider_cost_sats: float | None
     provider_cost_diff_sats: float | None
+    # estimated cost of requests that may have been billed without a usage (timeouts,
+    # disconnects, interrupted streams); never part of total_cost_sats
+    possibly_billed_sats: float
+    possibly_billed_requests: int
 
 
 class Performance(msgspec.Struct):
@@ -60,6 +64,7 @@ class Tokens(msgspec.Struct):
 class Cost(msgspec.Struct):
     sats: float | None
     provider_sats: float | None
+    possibly_billed_sats: float | None
 
 
 class Timing(msgspec.Struct):

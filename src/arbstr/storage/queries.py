@@ -54,6 +54,7 @@ _BOUNDED = f"""
     success = 1 AS ok, streaming = 1 AS st, latency_ms,
     {msats_sql("cost_sats")} AS c,
     {msats_sql("provider_cost_sats")} AS pc,
+    {msats_sql("possibly_billed_sats")} AS pb,
     {tokens_sql("input_tokens")} AS ti,
     {tokens_sql("output_tokens")} AS tout
 """
@@ -61,7 +62,8 @@ _AGGREGATES = f"""
     COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(st), 0),
     {exact_sum("c")}, {exact_sum("ti")}, {exact_sum("tout")},
     AVG(CASE WHEN ok THEN latency_ms END),
-    COUNT(pc), {exact_sum("pc")}, {exact_sum("CASE WHEN pc IS NOT NULL THEN c END")}
+    COUNT(pc), {exact_sum("pc")}, {exact_sum("CASE WHEN pc IS NOT NULL THEN c END")},
+    COUNT(pb), {exact_sum("pb")}
 """
 
 
@@ -70,6 +72,7 @@ def _group(agg: Iterator[Any], p50: int | None, p95: int | None) -> GroupStats:
     msats, tokens_in, tokens_out = take_sum(agg), take_sum(agg), take_sum(agg)
     avg = next(agg)
     reported, provider_msats, computed_where_reported = int(next(agg)), take_sum(agg), take_sum(agg)
+    possibly_billed, possibly_billed_msats = int(next(agg)), take_sum(agg)
     return GroupStats(
         Counts(total, success, total - success, streaming),
         Costs(
@@ -83,6 +86,8 @@ def _group(agg: Iterator[Any], p50: int | None, p95: int | None) -> GroupStats:
             provider_cost_diff_sats=(
                 (provider_msats - computed_where_reported) / 1000 if reported else None
             ),
+            possibly_billed_sats=possibly_billed_msats / 1000,
+            possibly_billed_requests=possibly_billed,
         ),
         Performance(None if avg is None else round(float(avg), 2), p50, p95),
     )
@@ -140,8 +145,8 @@ def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
 
 _REQUEST_COLUMNS = """
     id, request_id, timestamp, model, provider, policy, streaming, success, input_tokens,
-    output_tokens, cost_sats, provider_cost_sats, latency_ms, stream_duration_ms,
-    error_status, error_message
+    output_tokens, cost_sats, provider_cost_sats, possibly_billed_sats, latency_ms,
+    stream_duration_ms, error_status, error_message
 """
 
 
@@ -159,6 +164,7 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         tokens_out,
         cost,
         provider_cost,
+        possibly_billed,
         latency,
         duration,
         err_status,
@@ -175,7 +181,7 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         streaming=bool(streaming),
         success=ok,
         tokens=Tokens(stored_tokens(tokens_in), stored_tokens(tokens_out)),
-        cost=Cost(stored_sats(cost), stored_sats(provider_cost)),
+        cost=Cost(stored_sats(cost), stored_sats(provider_cost), stored_sats(possibly_billed)),
         timing=Timing(stored_int(latency), stored_int(duration)),
         error=None if ok else RowError(stored_int(err_status), err_message),
     )
@@ -223,6 +229,7 @@ def open_readonly(path: str) -> sqlite3.Connection:
         if version == 0:
             raise DatabaseUnavailable(f"{path} is not an arbstr request log (no schema)")
         check_not_newer(version, path)
+        _columns_of_older_schemas(conn, version)
     except SchemaTooNew as exc:
         conn.close()
         raise DatabaseUnavailable(str(exc)) from None
@@ -233,6 +240,18 @@ def open_readonly(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+# Columns that later migrations added, per schema version. In a log not yet upgraded (the
+# CLI reads a file that no newer `arbstr serve` has opened) they read as NULL.
+_ADDED_COLUMNS = {2: ("possibly_billed_sats",)}
+
+
+def _columns_of_older_schemas(conn: sqlite3.Connection, version: int) -> None:
+    missing = [c for v, cols in _ADDED_COLUMNS.items() if version < v for c in cols]
+    if missing:  # a TEMP view shadows the table for this connection only; the file is untouched
+        extra = ", ".join(f"NULL AS {c}" for c in missing)
+        conn.execute(f"CREATE TEMP VIEW requests AS SELECT *, {extra} FROM main.requests")  # noqa: S608
 
 
 def read_stats(path: str, q: StatsQuery) -> Stats:

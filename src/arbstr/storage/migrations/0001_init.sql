@@ -1,4 +1,4 @@
--- 0001: the request log and the learned output/input token ratios (SPEC section 7).
+-- 0001: the request log and the learned output/input token ratios.
 -- Timestamps are ISO 8601 UTC strings 'YYYY-MM-DDTHH:MM:SS.mmmZ', so text order is time order.
 
 CREATE TABLE IF NOT EXISTS requests (
