@@ -29,7 +29,7 @@ from arbstr import storage
 from arbstr.cli import app
 from arbstr.records import RequestRecord
 from arbstr.storage import Store
-from fake_upstream import Completion, FakeUpstream, closed_port_url
+from fake_upstream import Completion, FakeUpstream, Hang, closed_port_url
 from harness import ProxyThread, make_config, provider
 from logdata import (
     assert_stats_match,
@@ -165,6 +165,45 @@ async def test_streams_and_errors_are_logged(
         (trailer["request_id"], 1, 1, 40, 3, trailer["cost_sats"], 1, 1, None),
         (bad_id, 0, 0, None, None, None, 0, 0, 400),
     ]
+
+
+async def test_a_timed_out_request_is_logged_as_possibly_billed(
+    tmp_path: Path, fake_upstream: FakeUpstream, proxies: list[ProxyThread]
+) -> None:
+    """A read timeout after the request was sent may still be billed: its row has no cost
+    but the estimate as possibly_billed_sats, which /v1/stats sums apart."""
+    path = str(tmp_path / "log.db")
+    store = Store.open(path)
+    cfg = make_config(
+        {
+            "providers": [provider("alpha", fake_upstream.url)],
+            "server": {"request_timeout_s": 0.3},
+        }
+    )
+    proxy = start(proxies, ProxyThread(cfg, sink=store))
+    fake_upstream.push(Hang())
+    async with aiohttp.ClientSession() as s, s.post(proxy.url + CHAT, json=HI) as r:
+        assert r.status == 504
+        rid = r.headers["x-arbstr-request-id"]
+    assert store.flush()
+    ((cost, billed, status),) = db_rows(
+        path,
+        f"SELECT cost_sats, possibly_billed_sats, error_status FROM requests"  # noqa: S608
+        f" WHERE request_id = '{rid}'",
+    )
+    assert (cost, status) == (None, 504)
+    assert isinstance(billed, float) and billed > 0
+    status, stats = await get_json(proxy.url + "/v1/stats", {"range": "last_1h"})
+    assert status == 200
+    assert stats["costs"]["total_cost_sats"] == 0.0
+    assert stats["costs"]["possibly_billed_sats"] == billed
+    assert stats["costs"]["possibly_billed_requests"] == 1
+    status, page = await get_json(proxy.url + "/v1/requests")
+    assert page["data"][0]["cost"] == {
+        "sats": None,
+        "provider_sats": None,
+        "possibly_billed_sats": billed,
+    }
 
 
 # --- /health ------------------------------------------------------------------------------
