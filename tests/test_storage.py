@@ -38,7 +38,7 @@ from arbstr.storage.queries import (
 from arbstr.storage.store import StoredRatios
 from logdata import assert_stats_match, expected_stats, make_records, record, sort_key, where
 
-SPEC_REQUESTS_COLUMNS = [
+REQUESTS_COLUMNS = [
     # name, type, notnull, pk
     ("id", "INTEGER", 0, 1),
     ("request_id", "TEXT", 1, 0),
@@ -96,12 +96,12 @@ def test_packaged_migrations_are_numbered_from_one() -> None:
     assert schema.latest_version() == len(migs) >= 1
 
 
-def test_schema_has_the_spec_columns_indexes_and_wal(tmp_path: Path) -> None:
+def test_schema_has_the_request_log_columns_indexes_and_wal(tmp_path: Path) -> None:
     path = db(tmp_path)
     Store.open(path).close()
     conn = sqlite3.connect(path)
     info = conn.execute("PRAGMA table_info(requests)").fetchall()
-    assert [(c[1], c[2], c[3], c[5]) for c in info] == SPEC_REQUESTS_COLUMNS
+    assert [(c[1], c[2], c[3], c[5]) for c in info] == REQUESTS_COLUMNS
     assert [c[4] for c in info if c[1] == "attempts"] == ["1"]
     indexed = {
         conn.execute(f"PRAGMA index_info({name!r})").fetchone()[2]
@@ -197,7 +197,7 @@ def test_a_v1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -
     conn = sqlite3.connect(path)
     info = conn.execute("PRAGMA table_info(requests)").fetchall()
     conn.close()
-    assert [(c[1], c[2], c[3], c[5]) for c in info] == SPEC_REQUESTS_COLUMNS
+    assert [(c[1], c[2], c[3], c[5]) for c in info] == REQUESTS_COLUMNS
     assert rows(
         path, "SELECT request_id, cost_sats, possibly_billed_sats FROM requests ORDER BY id"
     ) == [("old-1", 1.5, None), ("new-1", None, 2.5)]
