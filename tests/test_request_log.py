@@ -206,6 +206,32 @@ async def test_a_timed_out_request_is_logged_as_possibly_billed(
     }
 
 
+@pytest.mark.parametrize("charged", ["NaN", "-Infinity", "1e400", "-5"])
+async def test_a_provider_charge_no_node_can_have_made_is_stored_as_unknown(
+    tmp_path: Path, fake_upstream: FakeUpstream, proxies: list[ProxyThread], charged: str
+) -> None:
+    """X-Routstr-Cost-Msats: NaN made the millisat conversion raise after the answer was
+    sent; the row then carried a 500 instead of the request's success."""
+    path = str(tmp_path / "log.db")
+    store = Store.open(path)
+    cfg = make_config({"providers": [provider("alpha", fake_upstream.url)]})
+    proxy = start(proxies, ProxyThread(cfg, sink=store))
+    for stream in (False, True):
+        fake_upstream.push(Completion(headers={"X-Routstr-Cost-Msats": charged}))
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(proxy.url + CHAT, json={**HI, "stream": stream}) as r,
+        ):
+            assert r.status == 200
+            await r.read()
+    assert store.flush()
+    rows = db_rows(
+        path, "SELECT success, error_status, cost_sats, provider_cost_sats FROM requests"
+    )
+    assert [row[:2] for row in rows] == [(1, None), (1, None)]
+    assert all(row[2] is not None and row[3] is None for row in rows)
+
+
 # --- /health ------------------------------------------------------------------------------
 
 

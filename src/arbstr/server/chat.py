@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from arbstr.apis.chat import ChatRequest, parse_chat, upstream_body
@@ -264,7 +265,7 @@ class ChatHandler:
                 input_tokens=in_tok,
                 output_tokens=out_tok,
                 cost_msats=msats,
-                provider_cost_msats=None if provider_cost is None else int(provider_cost * 1000),
+                provider_cost_msats=_msats_of(provider_cost),
             ),
         )
 
@@ -375,7 +376,7 @@ class ChatHandler:
                 input_tokens=in_tok,
                 output_tokens=out_tok,
                 cost_msats=cost,
-                provider_cost_msats=None if provider_cost is None else int(provider_cost * 1000),
+                provider_cost_msats=_msats_of(provider_cost),
                 possibly_billed_msats=billed,
                 ttft_ms=(first_byte_at - ex.started) * 1000.0,
                 stream_duration_ms=(now - first_byte_at) * 1000.0,
@@ -467,6 +468,11 @@ class ChatHandler:
         )
         self.gw.sink.submit(record)
         log_request(record, ex.attempts.header())
+
+
+def _msats_of(sats: Decimal | None) -> int | None:
+    """A provider-reported charge in whole millisats; None for a NaN or infinite one."""
+    return int(sats.scaleb(3)) if sats is not None and sats.is_finite() else None
 
 
 def _set_candidate(ex: Exchange, c: Candidate) -> None:
