@@ -45,14 +45,6 @@ CHAT = "/v1/chat/completions"
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def proxies() -> Iterator[list[ProxyThread]]:
-    started: list[ProxyThread] = []
-    yield started
-    for p in started:
-        p.stop()
-
-
 def start(proxies: list[ProxyThread], proxy: ProxyThread) -> ProxyThread:
     proxies.append(proxy.start())
     return proxy
