@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arbstr.upstream.sse import SSEEvent, SSEParser
+from arbstr.upstream.sse import CRLF_TAIL, SSEEvent, SSEParser
 
 OPENAI_CHUNK = (
     b'data: {"id":"x","object":"chat.completion.chunk",'
@@ -27,6 +27,23 @@ def feed_all(chunks: Iterable[bytes], parser: SSEParser | None = None) -> list[S
 
 def datas(events: Sequence[SSEEvent]) -> list[bytes | None]:
     return [e.data for e in events]
+
+
+def dispatched(events: Sequence[SSEEvent]) -> list[SSEEvent]:
+    """The events as a browser would see them: without the :data:`CRLF_TAIL` pieces."""
+    return [e for e in events if e is not CRLF_TAIL]
+
+
+def merged(events: Sequence[SSEEvent]) -> list[bytes]:
+    """Each event's raw, with a :data:`CRLF_TAIL` joined to the event it ends."""
+    raws: list[bytes] = []
+    for e in events:
+        if e is CRLF_TAIL:
+            assert raws and raws[-1].endswith(b"\r"), "a CRLF_TAIL follows an event ending in CR"
+            raws[-1] += e.raw
+        else:
+            raws.append(e.raw)
+    return raws
 
 
 def split_at(blob: bytes, cuts: Iterable[int]) -> list[bytes]:
@@ -142,13 +159,39 @@ def test_crlf_split_across_chunks_at_dispatch() -> None:
     # Dispatched at once, without waiting to see whether a LF follows.
     assert datas(first) == [b"a"]
     assert first[0].raw == b"data: a\r\n\r"
-    assert p.feed(b"\n") == []
-    assert p.pending == 1
+    # The LF completing the CRLF is not a blank line: it comes back as the marked tail of the
+    # event it ends, at once, so a relay can forward (or drop) it with that event.
+    tail = p.feed(b"\n")
+    assert len(tail) == 1 and tail[0] is CRLF_TAIL and tail[0].raw == b"\n"
+    assert p.pending == 0
     second = p.feed(b"data: b\r\n\r\n")
-    # The LF completing the CRLF is not a second blank line: no empty event.
     assert datas(second) == [b"b"]
-    assert second[0].raw == b"\ndata: b\r\n\r\n"
+    assert second[0].raw == b"data: b\r\n\r\n"
     assert p.flush() == b""
+
+
+def test_crlf_tail_then_more_events_in_the_same_chunk() -> None:
+    p = SSEParser()
+    assert datas(p.feed(b"data: a\r\r")) == [b"a"]
+    events = p.feed(b"\ndata: b\n\ndata: c\n")
+    assert events[0] is CRLF_TAIL
+    assert [e.raw for e in events[1:]] == [b"data: b\n\n"]
+    assert p.flush() == b"data: c\n"
+
+
+def test_a_real_blank_line_after_a_cr_event_is_not_a_crlf_tail() -> None:
+    p = SSEParser()
+    assert datas(p.feed(b"data: a\r\r\n")) == [b"a"]  # the CRLF is whole: part of the event
+    events = p.feed(b"\n")
+    assert len(events) == 1 and events[0] is not CRLF_TAIL and events[0].data is None
+
+
+def test_lf_after_a_cr_inside_an_event_stays_in_that_event() -> None:
+    p = SSEParser()
+    assert p.feed(b"data: a\r") == []
+    assert p.feed(b"\n") == []
+    events = p.feed(b"\n")
+    assert [e.raw for e in events] == [b"data: a\r\n\n"]
 
 
 def test_cr_at_chunk_end_followed_by_other_byte() -> None:
@@ -236,10 +279,13 @@ def test_split_everywhere_byte_by_byte() -> None:
     whole = check_roundtrip(blob, [blob])
     one_by_one = check_roundtrip(blob, [bytes([b]) for b in blob])
     expected: list[bytes | None] = [b'{"k": 1}\ntwo', b"", b"[DONE]", OPENAI_CHUNK[6:-2]]
-    assert datas(whole) == datas(one_by_one) == expected
+    assert datas(whole) == datas(dispatched(one_by_one)) == expected
+    assert merged(one_by_one) == merged(whole)
     assert [e.event for e in whole] == [b"e", None, None, None]
     for cut in range(len(blob) + 1):
-        assert datas(check_roundtrip(blob, [blob[:cut], blob[cut:]])) == expected
+        halves = check_roundtrip(blob, [blob[:cut], blob[cut:]])
+        assert datas(dispatched(halves)) == expected
+        assert merged(halves) == merged(whole)
 
 
 def test_incomplete_event_and_flush() -> None:
@@ -407,7 +453,9 @@ def test_property_random_streams_random_chunks(
     cuts = choices.draw(st.lists(st.integers(0, len(blob)), max_size=12))
     chunks = split_at(blob, cuts)
     events = check_roundtrip(blob, chunks)
-    assert [(e.data, e.event) for e in events] == expected
+    assert [(e.data, e.event) for e in dispatched(events)] == expected
+    # where a stream is cut changes no event's bytes (a split CRLF's LF is marked as its tail)
+    assert merged(events) == merged(check_roundtrip(blob, [blob]))
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -432,8 +480,9 @@ def test_property_arbitrary_bytes_never_lose_bytes(blob: bytes, cuts: list[int])
     chunks = split_at(blob, [c for c in cuts if c <= len(blob)])
     chunked = check_roundtrip(blob, chunks)
     whole = check_roundtrip(blob, [blob])
-    assert datas(chunked) == datas(whole)
-    assert [e.event for e in chunked] == [e.event for e in whole]
+    assert datas(dispatched(chunked)) == datas(whole)
+    assert [e.event for e in dispatched(chunked)] == [e.event for e in whole]
+    assert merged(chunked) == merged(whole)
 
 
 @settings(max_examples=200)
@@ -445,8 +494,10 @@ def test_property_arbitrary_bytes_never_lose_bytes(blob: bytes, cuts: list[int])
 )
 def test_property_line_ending_soup(blob: bytes, choices: st.DataObject) -> None:
     cuts = choices.draw(st.lists(st.integers(0, len(blob)), max_size=10))
-    chunked = check_roundtrip(blob, split_at(blob, cuts))
+    chunked = dispatched(check_roundtrip(blob, split_at(blob, cuts)))
     whole = check_roundtrip(blob, [blob])
     one_by_one = check_roundtrip(blob, [bytes([b]) for b in blob])
+    assert merged(one_by_one) == merged(whole)
+    one_by_one = dispatched(one_by_one)
     assert datas(chunked) == datas(whole) == datas(one_by_one)
     assert [e.event for e in chunked] == [e.event for e in whole] == [e.event for e in one_by_one]

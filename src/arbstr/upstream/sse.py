@@ -1,38 +1,28 @@
-"""Incremental Server-Sent-Events parser over bytes.
+"""Incremental Server-Sent-Events parser over bytes, for relaying a stream unchanged.
 
-Used on the proxy's hot path: upstream bytes are fed in whatever chunks the network
-delivers and come back as :class:`SSEEvent` objects whose ``raw`` bytes are exactly the
-bytes received, so the stream can be relayed unchanged.
+Bytes are fed in whatever chunks the network delivers and come back as :class:`SSEEvent`
+objects whose ``raw`` is exactly the bytes received: the ``raw`` of every event returned by
+:meth:`SSEParser.feed`, followed by :meth:`SSEParser.flush`, is every byte fed, in order.
 
-Invariant: the concatenation of the ``raw`` of every event returned by
-:meth:`SSEParser.feed`, followed by :meth:`SSEParser.flush`, equals the concatenation of
-every chunk fed (no byte lost, duplicated or reordered).
+Parsing follows the WHATWG "event stream interpretation": lines end with LF, CRLF or a lone CR
+(a CRLF split across chunks is one line ending); ``:`` starts a comment; ``name: value`` sets a
+field (one space after the colon dropped); ``data`` lines join with ``\\n``; ``event`` sets the
+type; a blank line dispatches; a UTF-8 BOM at the start is ignored.
 
-Parsing follows the WHATWG "event stream interpretation" rules:
+Deviations, so that a relay forwards every byte at once:
 
-* lines end with LF, CRLF or a lone CR (mixed freely; a CRLF split across two chunks is
-  one line ending);
-* a line starting with ``:`` is a comment;
-* ``name: value`` sets a field (one space after the colon is dropped); a line without a
-  colon is a field with an empty value; unknown fields are ignored;
-* ``data`` lines are joined with ``\\n``; ``event`` sets the event type;
-* a blank line dispatches the event; a UTF-8 BOM at the start of the stream is ignored.
-
-Deviations, chosen for a relaying proxy:
-
-* Events are dispatched even when they carry no ``data`` (for instance comment-only
-  "keep-alive" events or stray blank lines), with ``data=None``, so that their bytes are
-  forwarded immediately instead of being held back.
-* When a chunk ends with ``\\r`` that ends a blank line, the event is dispatched at once
-  (no waiting for the next chunk); if the next chunk then starts with ``\\n`` (the rest of
-  a CRLF) that byte becomes the first byte of the next event's ``raw``.
+* Events without ``data`` (comment-only keep-alives, stray blank lines) are dispatched too,
+  with ``data=None``.
+* A chunk ending with the ``\\r`` of a blank line dispatches its event at once; when the next
+  chunk starts with ``\\n`` (the rest of that CRLF), that byte comes back alone as
+  :data:`CRLF_TAIL`, a data-less event that belongs to the one before it.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["CRLF_TAIL", "SSEEvent", "SSEParser"]
 
 _BOM = b"\xef\xbb\xbf"
 _LF = 0x0A
@@ -51,6 +41,10 @@ class SSEEvent(msgspec.Struct, gc=False):
     raw: bytes
     data: bytes | None
     event: bytes | None = None
+
+
+CRLF_TAIL = SSEEvent(b"\n", None)
+"""The LF completing the CRLF of an event dispatched at a chunk's final CR (compare with ``is``)."""
 
 
 class SSEParser:
@@ -126,9 +120,15 @@ class SSEParser:
             self._cr = False
             if chunk[0] == _LF:
                 # Second half of a CRLF split across chunks: the line was already handled.
+                chunk = chunk[1:]
+                if not self._raw_parts:  # ...and it dispatched an event: this LF ends that one
+                    if not chunk:
+                        return [CRLF_TAIL]
+                    events = self.feed(chunk)
+                    events.insert(0, CRLF_TAIL)
+                    return events
                 self._raw_parts.append(b"\n")
                 self._raw_len += 1
-                chunk = chunk[1:]
                 if not chunk:
                     return []
 
