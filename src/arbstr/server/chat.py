@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TypeVar
 
 from arbstr.apis.chat import ChatRequest, parse_chat, upstream_body
@@ -48,11 +47,10 @@ from arbstr.server.ids import iso_now, new_request_id
 from arbstr.upstream.client import AttemptFailed, JsonReply, StreamReply
 from arbstr.upstream.executor import run_with_retries
 from arbstr.upstream.relay import StreamRelay
-from arbstr.upstream.usage import Usage, provider_cost_sats
+from arbstr.upstream.usage import Usage, provider_cost_msats
 
 log = logging.getLogger("arbstr.chat")
 T = TypeVar("T")
-_STREAM_END = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
 @dataclass(slots=True)
@@ -257,7 +255,9 @@ class ChatHandler:
         usage = reply.usage
         if usage is not None and usage.prompt_tokens and usage.completion_tokens is not None:
             gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
-        provider_cost = provider_cost_sats(usage, reply.routstr_cost_msats)
+        provider_cost = provider_cost_msats(
+            usage, reply.routstr_cost_msats, provider=cand.provider.name, request_id=ex.request_id
+        )
         self._record(
             ex,
             Outcome(
@@ -265,7 +265,7 @@ class ChatHandler:
                 input_tokens=in_tok,
                 output_tokens=out_tok,
                 cost_msats=msats,
-                provider_cost_msats=_msats_of(provider_cost),
+                provider_cost_msats=provider_cost,
             ),
         )
 
@@ -305,7 +305,12 @@ class ChatHandler:
                 ttft_ms=(first_byte_at - ex.started) * 1000.0 if first_byte_at else None,
             )
 
-        relay = StreamRelay(forward_usage_chunk=prep.request.client_wants_usage, trailer=trailer)
+        relay = StreamRelay(
+            forward_usage_chunk=prep.request.client_wants_usage,
+            trailer=trailer,
+            provider=cand.provider.name,
+            request_id=ex.request_id,
+        )
         redact = self.redact.bytes
         error_message: str | None = None
         try:
@@ -336,11 +341,9 @@ class ChatHandler:
                 error_message = f"{cand.provider.name}: stream broken: {exc or type(exc).__name__}"
             if error_message is None and not relay.done:
                 error_message = f"{cand.provider.name}: stream ended without [DONE]"
-            tail = relay.leftover()
-            if error_message is not None:
-                if tail and not tail.endswith(_STREAM_END):
-                    tail = b""  # an incomplete event would corrupt the error event after it
-                tail = redact(tail) + error_event(error_message)
+            tail = redact(relay.finish())
+            if error_message is not None and relay.upstream_error is None:
+                tail += error_event(error_message)  # (the upstream's own error event went out)
             watch.stop()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
@@ -349,12 +352,11 @@ class ChatHandler:
 
         now = time.perf_counter()
         in_tok, out_tok = _tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
-        upstream_error = relay.error_seen
-        success = error_message is None and not upstream_error
+        if relay.upstream_error is not None:
+            error_message = f"{cand.provider.name}: error event: {relay.upstream_error}"
+        success = error_message is None
         if not success:
-            log.warning(
-                "stream failed: %s", error_message or "upstream sent an error event", extra=_rid(ex)
-            )
+            log.warning("stream failed: %s", error_message, extra=_rid(ex))
             gw.health.record_failure(cand.provider.name)
         elif relay.usage is not None and relay.usage.prompt_tokens:
             gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
@@ -368,7 +370,12 @@ class ChatHandler:
         if cost is None:
             out_est = max(ex.est_output_tokens, relay.content_chunks)
             billed = cost_msats(cand.rates, in_tok, out_est)
-        provider_cost = provider_cost_sats(relay.usage, sr.routstr_cost_msats)
+        provider_cost = provider_cost_msats(
+            relay.usage,
+            sr.routstr_cost_msats,
+            provider=cand.provider.name,
+            request_id=ex.request_id,
+        )
         self._record(
             ex,
             Outcome(
@@ -376,13 +383,12 @@ class ChatHandler:
                 input_tokens=in_tok,
                 output_tokens=out_tok,
                 cost_msats=cost,
-                provider_cost_msats=_msats_of(provider_cost),
+                provider_cost_msats=provider_cost,
                 possibly_billed_msats=billed,
                 ttft_ms=(first_byte_at - ex.started) * 1000.0,
                 stream_duration_ms=(now - first_byte_at) * 1000.0,
                 error_status=None if success else 502,
-                error_message=error_message
-                or ("upstream sent an error event" if upstream_error else None),
+                error_message=error_message,
             ),
         )
 
@@ -468,11 +474,6 @@ class ChatHandler:
         )
         self.gw.sink.submit(record)
         log_request(record, ex.attempts.header())
-
-
-def _msats_of(sats: Decimal | None) -> int | None:
-    """A provider-reported charge in whole millisats; None for a NaN or infinite one."""
-    return int(sats.scaleb(3)) if sats is not None and sats.is_finite() else None
 
 
 def _set_candidate(ex: Exchange, c: Candidate) -> None:

@@ -184,7 +184,7 @@ class UpstreamClient:
         if status >= 400:
             raise _status_failure(provider, status, data, ctype, headers)
         try:
-            usage = completion_usage(data)
+            usage = completion_usage(data, provider=provider.name, request_id=request_id)
         except NotACompletion as exc:
             raise AttemptFailed(
                 "invalid",
