@@ -353,7 +353,8 @@ class ChatHandler:
         now = time.perf_counter()
         in_tok, out_tok = _tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
         if relay.upstream_error is not None:
-            error_message = f"{cand.provider.name}: error event: {relay.upstream_error}"
+            upstream_says = self.redact.text(relay.upstream_error)
+            error_message = f"{cand.provider.name}: error event: {upstream_says}"
         success = error_message is None
         if not success:
             log.warning("stream failed: %s", error_message, extra=_rid(ex))
