@@ -25,7 +25,6 @@ from arbstr.errors import (
 )
 from arbstr.logs import log_request
 from arbstr.money import format_msats
-from arbstr.records import RequestRecord
 from arbstr.routing.policy import select_policy
 from arbstr.routing.pricing import cost_msats, estimate_input_tokens, estimate_output_tokens
 from arbstr.routing.router import Candidate, Route, route
@@ -44,10 +43,12 @@ from arbstr.server.http import (
     send_error,
 )
 from arbstr.server.ids import iso_now, new_request_id
+from arbstr.server.outcome import Outcome, billed_estimate, failed, record_of, stream_cost, tokens
+from arbstr.server.streaming import relay_stream
 from arbstr.upstream.client import AttemptFailed, JsonReply, StreamReply
 from arbstr.upstream.executor import run_with_retries
 from arbstr.upstream.relay import StreamRelay
-from arbstr.upstream.usage import Usage, provider_cost_msats
+from arbstr.upstream.usage import provider_cost_msats
 
 log = logging.getLogger("arbstr.chat")
 T = TypeVar("T")
@@ -58,22 +59,6 @@ class Prepared:
     body: bytes  # what goes upstream
     request: ChatRequest
     route: Route
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How a request ended, for its row."""
-
-    success: bool
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cost_msats: int | None = None
-    provider_cost_msats: int | None = None
-    possibly_billed_msats: int | None = None
-    ttft_ms: float | None = None
-    stream_duration_ms: float | None = None
-    error_status: int | None = None
-    error_message: str | None = None
 
 
 class ChatHandler:
@@ -103,14 +88,7 @@ class ChatHandler:
         try:
             prep = await self._prepare(scope, receive, ex)
         except ClientGone:
-            self._record(
-                ex,
-                Outcome(
-                    False,
-                    error_status=499,
-                    error_message="client disconnected before sending its whole request",
-                ),
-            )
+            self._record(ex, failed(499, "client disconnected before sending its whole request"))
             return
         except ArbstrError as err:
             await self._fail(send, ex, err)
@@ -128,15 +106,8 @@ class ChatHandler:
                 raise
             task.uncancel()
             log.info("client disconnected; upstream request cancelled", extra=_rid(ex))
-            self._record(
-                ex,
-                Outcome(
-                    False,
-                    possibly_billed_msats=self._billed_estimate(ex, prep.route),
-                    error_status=499,
-                    error_message="client disconnected",
-                ),
-            )
+            billed = billed_estimate(ex, prep.route)
+            self._record(ex, failed(499, "client disconnected", billed))
         finally:
             watch.stop()
 
@@ -208,7 +179,7 @@ class ChatHandler:
             await self._pass_through(failure, ex, send)
         except ArbstrError as err:
             watch.stop()
-            billed = self._billed_estimate(ex, prep.route)
+            billed = billed_estimate(ex, prep.route)
             await self._fail(send, ex, err, possibly_billed_msats=billed)
         return None
 
@@ -221,7 +192,7 @@ class ChatHandler:
             (b"content-type", (failure.content_type or "application/json").encode("latin-1"))
         )
         await send_bytes(send, status, self.redact.bytes(failure.body or b""), headers)
-        self._record(ex, Outcome(False, error_status=status, error_message=failure.message))
+        self._record(ex, failed(status, failure.message))
 
     # -- non-streaming ------------------------------------------------------------------------
 
@@ -241,7 +212,7 @@ class ChatHandler:
             return
         cand, reply = delivered
         ex.in_flight = False
-        in_tok, out_tok = _tokens(reply.usage, ex.est_input_tokens, None)
+        in_tok, out_tok = tokens(reply.usage, ex.est_input_tokens, None)
         msats = cost_msats(cand.rates, in_tok, out_tok)
         latency = ex.elapsed_ms()
         overhead = max(0.0, latency - ex.attempts.waited_s * 1000.0)
@@ -286,11 +257,11 @@ class ChatHandler:
         if delivered is None:
             return
         cand, sr = delivered
-        first_byte_at = 0.0
         told: list[int] = []  # the cost the trailer told the client, in msats
+        first_byte_at = time.perf_counter()  # the response starts now
 
         def trailer(relay: StreamRelay) -> bytes:
-            in_tok, out_tok = _tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
+            in_tok, out_tok = tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
             told.append(cost_msats(cand.rates, in_tok, out_tok))
             now = time.perf_counter()
             return trailer_event(
@@ -302,7 +273,7 @@ class ChatHandler:
                 tokens=(in_tok, out_tok),
                 cost_sats=told[0] / 1000,
                 latency_ms=(now - ex.started) * 1000.0,
-                ttft_ms=(first_byte_at - ex.started) * 1000.0 if first_byte_at else None,
+                ttft_ms=(first_byte_at - ex.started) * 1000.0,
             )
 
         relay = StreamRelay(
@@ -311,47 +282,22 @@ class ChatHandler:
             provider=cand.provider.name,
             request_id=ex.request_id,
         )
-        redact = self.redact.bytes
-        error_message: str | None = None
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": ex.headers() + SSE_HEADERS,
-                }
+            error_message = await relay_stream(
+                sr,
+                relay,
+                send,
+                ex.headers() + SSE_HEADERS,
+                provider=cand.provider.name,
+                idle_timeout_s=gw.config.server.stream_idle_timeout_s,
+                redact=self.redact.bytes,
+                before_last_send=watch.stop,
             )
-            first_byte_at = time.perf_counter()
-            data = redact(relay.feed(sr.first_chunk))
-            if data:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            try:
-                while (chunk := await sr.next_chunk()) is not None:
-                    data = relay.feed(chunk)
-                    if data:
-                        await send(
-                            {"type": "http.response.body", "body": redact(data), "more_body": True}
-                        )
-            except TimeoutError:
-                error_message = (
-                    f"{cand.provider.name}: no data for"
-                    f" {gw.config.server.stream_idle_timeout_s:g} s (stream_idle_timeout_s)"
-                )
-            except OSError as exc:
-                error_message = f"{cand.provider.name}: stream broken: {exc or type(exc).__name__}"
-            if error_message is None and not relay.done:
-                error_message = f"{cand.provider.name}: stream ended without [DONE]"
-            tail = redact(relay.finish())
-            if error_message is not None and relay.upstream_error is None:
-                tail += error_event(error_message)  # (the upstream's own error event went out)
-            watch.stop()
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             sr.close()
-            ex.in_flight = False
-
+        ex.in_flight = False  # (still set if the client left: the node bills a cut stream)
         now = time.perf_counter()
-        in_tok, out_tok = _tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
+        in_tok, out_tok = tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
         if relay.upstream_error is not None:
             upstream_says = self.redact.text(relay.upstream_error)
             error_message = f"{cand.provider.name}: error event: {upstream_says}"
@@ -361,16 +307,13 @@ class ChatHandler:
             gw.health.record_failure(cand.provider.name)
         elif relay.usage is not None and relay.usage.prompt_tokens:
             gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
-        # the cost is what the trailer told the client; an interrupted stream's is unknown
-        cost = (
-            told[0]
-            if told
-            else (cost_msats(cand.rates, in_tok, out_tok) if relay.usage is not None else None)
+        cost, billed = stream_cost(
+            told[0] if told else None,
+            relay.usage is not None,
+            cand.rates,
+            (in_tok, out_tok),
+            max(ex.est_output_tokens, relay.content_chunks),
         )
-        billed = None
-        if cost is None:
-            out_est = max(ex.est_output_tokens, relay.content_chunks)
-            billed = cost_msats(cand.rates, in_tok, out_est)
         provider_cost = provider_cost_msats(
             relay.usage,
             sr.routstr_cost_msats,
@@ -400,15 +343,7 @@ class ChatHandler:
     ) -> None:
         err.message = self.redact.text(err.message)
         await send_error(send, err, ex.headers())
-        self._record(
-            ex,
-            Outcome(
-                False,
-                possibly_billed_msats=possibly_billed_msats,
-                error_status=err.status,
-                error_message=err.message,
-            ),
-        )
+        self._record(ex, failed(err.status, err.message, possibly_billed_msats))
 
     async def _crashed(self, ex: Exchange, out: TrackedSend, exc: Exception) -> None:
         log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc, extra=_rid(ex))
@@ -425,54 +360,12 @@ class ChatHandler:
                 await out({"type": "http.response.body", "body": tail, "more_body": False})
         if not ex.recorded:
             with contextlib.suppress(Exception):
-                billed = self._billed_estimate(ex)
-                self._record(
-                    ex,
-                    Outcome(
-                        False,
-                        possibly_billed_msats=billed,
-                        error_status=500,
-                        error_message=f"internal error: {type(exc).__name__}: {exc}",
-                    ),
-                )
-
-    def _billed_estimate(self, ex: Exchange, route: Route | None = None) -> int | None:
-        """What the request may have cost without a usage to say so: the routing estimate for
-        each attempt that may have been billed (timed out, or answered unreadably) and for
-        the one an upstream may still be working on."""
-        by_name = {c.provider.name: c for c in route.candidates} if route is not None else {}
-        billed = [by_name[n] for n in ex.attempts.billed if n in by_name]
-        if ex.in_flight and ex.candidate is not None:
-            billed.append(ex.candidate)
-        if not billed:
-            return None
-        return sum(cost_msats(c.rates, ex.est_input_tokens, ex.est_output_tokens) for c in billed)
+                what = f"internal error: {type(exc).__name__}: {exc}"
+                self._record(ex, failed(500, what, billed_estimate(ex)))
 
     def _record(self, ex: Exchange, o: Outcome) -> None:
         ex.recorded = True
-        message = o.error_message
-        record = RequestRecord(
-            request_id=ex.request_id,
-            timestamp=ex.timestamp,
-            model=ex.model,
-            provider=ex.provider,
-            policy=ex.policy,
-            streaming=ex.streaming,
-            input_tokens=o.input_tokens,
-            output_tokens=o.output_tokens,
-            cost_msats=o.cost_msats,
-            provider_cost_msats=o.provider_cost_msats,
-            latency_ms=round(ex.elapsed_ms()),
-            ttft_ms=None if o.ttft_ms is None else round(o.ttft_ms),
-            stream_duration_ms=None
-            if o.stream_duration_ms is None
-            else round(o.stream_duration_ms),
-            success=o.success,
-            error_status=o.error_status,
-            error_message=None if message is None else self.redact.text(message),
-            attempts=max(1, ex.attempts.tried),
-            possibly_billed_msats=o.possibly_billed_msats,
-        )
+        record = record_of(ex, o, self.redact)
         self.gw.sink.submit(record)
         log_request(record, ex.attempts.header())
 
@@ -483,14 +376,3 @@ def _set_candidate(ex: Exchange, c: Candidate) -> None:
 
 def _rid(ex: Exchange) -> dict[str, str]:
     return {"request_id": ex.request_id}
-
-
-def _tokens(usage: Usage | None, est_input: int, content_chunks: int | None) -> tuple[int, int]:
-    """Tokens from the provider's usage; estimates where it said nothing."""
-    in_tok = usage.prompt_tokens if usage is not None else None
-    out_tok = usage.completion_tokens if usage is not None else None
-    if in_tok is None:
-        in_tok = est_input
-    if out_tok is None:
-        out_tok = content_chunks or 0
-    return in_tok, out_tok

@@ -1,0 +1,75 @@
+"""Relaying one upstream stream to the client, event by event, as it arrives.
+
+The upstream's bytes go out as they came (redacted only where a secret appears), with arbstr's
+trailer before ``data: [DONE]``; a stream that breaks, goes quiet or ends without ``[DONE]``
+ends with a ``stream_interrupted`` error event. After ``[DONE]`` the rest of the upstream body
+is awaited only briefly: the client has everything, so a quiet upstream cannot hold it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from arbstr.server.delivery import error_event
+from arbstr.server.http import Headers, Send
+from arbstr.upstream.client import StreamReply
+from arbstr.upstream.relay import StreamRelay
+
+AFTER_DONE_S = 1.0  # how long the end of the upstream body is awaited after [DONE]
+
+
+async def relay_stream(
+    sr: StreamReply,
+    relay: StreamRelay,
+    send: Send,
+    headers: Headers,
+    *,
+    provider: str,
+    idle_timeout_s: float,
+    redact: Callable[[bytes], bytes],
+    before_last_send: Callable[[], None],
+) -> str | None:
+    """Send the response: head, every event, and the end; return why the stream failed on the
+    way (None: it reached ``[DONE]``). ``before_last_send`` runs just before the final body
+    part, when the disconnect watch may stop."""
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    error: str | None = None
+    data = relay.feed(sr.first_chunk)
+    if data:
+        await send({"type": "http.response.body", "body": redact(data), "more_body": True})
+    try:
+        while not relay.done and (chunk := await sr.next_chunk()) is not None:
+            data = relay.feed(chunk)
+            if data:
+                await send({"type": "http.response.body", "body": redact(data), "more_body": True})
+    except TimeoutError:
+        error = f"{provider}: no data for {idle_timeout_s:g} s (stream_idle_timeout_s)"
+    except OSError as exc:
+        error = f"{provider}: stream broken: {exc or type(exc).__name__}"
+    if relay.done:
+        await _rest_after_done(sr, relay, send, redact)
+    elif error is None:
+        error = f"{provider}: stream ended without [DONE]"
+    tail = redact(relay.finish())
+    if error is not None and relay.upstream_error is None:
+        tail += error_event(error)  # (an upstream error event already went out as it came)
+    before_last_send()
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    return error
+
+
+async def _rest_after_done(
+    sr: StreamReply, relay: StreamRelay, send: Send, redact: Callable[[bytes], bytes]
+) -> None:
+    """Whatever the upstream sends after ``[DONE]`` (usually only the end of its body), for
+    at most :data:`AFTER_DONE_S`; a break or silence there fails nothing."""
+    try:
+        async with asyncio.timeout(AFTER_DONE_S):
+            while (chunk := await sr.next_chunk()) is not None:
+                data = relay.feed(chunk)
+                if data:
+                    await send(
+                        {"type": "http.response.body", "body": redact(data), "more_body": True}
+                    )
+    except (TimeoutError, OSError):
+        pass
