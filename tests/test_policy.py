@@ -3,6 +3,7 @@ keyword_regex in the last user message, then the default rule."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -69,6 +70,15 @@ def test_a_huge_unknown_header_is_not_echoed_in_full() -> None:
     with pytest.raises(InvalidRequest) as info:
         select_policy(POLICIES, "x" * 8000, None)
     assert len(info.value.message) < 300
+
+
+@given(text=st.text(max_size=30), kw=st.text(alphabet="abc;_-1 ", min_size=1, max_size=4))
+def test_whole_word_match_is_what_the_word_boundary_regex_says(text: str, kw: str) -> None:
+    kw = kw.strip() or "a"
+    p = policies([{"name": "kw", "keywords": [kw]}])
+    regex = re.compile(rf"(?<!\w){re.escape(kw)}(?!\w)", re.IGNORECASE)
+    expected = regex.search(text.lower()) is not None
+    assert (select_policy(p, None, text).name == "kw") == expected
 
 
 # --- keywords ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from arbstr.config.listen import parse_listen
-from arbstr.config.model import Config, Policies, Provider, Rule, keyword_pattern
+from arbstr.config.model import Config, Policies, Provider, Rule
 from arbstr.config.schema import DatabaseSettings, FileConfig, ModelRateSection, ProviderSection
 from arbstr.config.secrets import ENV_REF, convention_env_name, expand
 from arbstr.errors import ConfigError
@@ -247,7 +247,7 @@ def config_from_data(
             raise fail(f"{where}.name", f"duplicate or reserved rule name {rs.name!r}")
         keywords = tuple(k.lower() for k in rs.keywords)
         try:
-            pattern = keyword_pattern(keywords, rs.keyword_regex)
+            pattern = None if rs.keyword_regex is None else re.compile(rs.keyword_regex, re.I)
         except re.error as exc:
             raise fail(f"{where}.keyword_regex", f"not a valid regular expression: {exc}") from None
         rule = Rule(
@@ -256,7 +256,7 @@ def config_from_data(
             strategy=rs.strategy or fc.policies.default_strategy,
             max_sats_per_1k_output=rs.max_sats_per_1k_output,
             keywords=keywords,
-            keyword_pattern=pattern,
+            keyword_regex=pattern,
         )
         rules.append(rule)
         by_name[rule.name] = rule
@@ -265,7 +265,7 @@ def config_from_data(
         default=default,
         rules=tuple(rules),
         by_name=by_name,
-        has_keywords=any(r.keyword_pattern is not None for r in rules),
+        has_keywords=any(r.keywords or r.keyword_regex is not None for r in rules),
     )
     return Config(
         source=source,

@@ -45,19 +45,8 @@ class Rule:
     strategy: Strategy
     max_sats_per_1k_output: float | None
     keywords: tuple[str, ...]  # lower-cased
-    # whole-word match of any keyword, or the rule's own keyword_regex (case-insensitive)
-    keyword_pattern: re.Pattern[str] | None = None
-
-
-def keyword_pattern(keywords: tuple[str, ...], regex: str | None) -> re.Pattern[str] | None:
-    """One case-insensitive pattern for a rule: its ``keyword_regex``, else its keywords as
-    whole words (``code`` matches "code it" but not "decode" or "unicode")."""
-    if regex is not None:
-        return re.compile(regex, re.IGNORECASE)
-    if not keywords:
-        return None
-    words = "|".join(re.escape(k) for k in sorted(keywords, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+    # the rule's keyword_regex (case-insensitive): matched instead of the keywords
+    keyword_regex: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,36 @@ def select_policy(policies: Policies, header: str | None, last_user_text: str | 
             )
         return rule
     if policies.has_keywords and last_user_text:
+        lowered = last_user_text.lower()
         for rule in policies.rules:
-            pattern = rule.keyword_pattern
-            if pattern is not None and pattern.search(last_user_text):
+            if _matches(rule, last_user_text, lowered):
                 return rule
     return policies.default
+
+
+def _matches(rule: Rule, text: str, lowered: str) -> bool:
+    if rule.keyword_regex is not None:
+        return rule.keyword_regex.search(text) is not None
+    for kw in rule.keywords:
+        if kw in lowered and _whole_word(lowered, kw):
+            return True
+    return False
+
+
+def _whole_word(text: str, word: str) -> bool:
+    """``word`` occurs in ``text`` with no word character (``\\w``) right before or after it:
+    ``code`` in "write code." but not in "decode" (what ``(?<!\\w)code(?!\\w)`` matches,
+    without a regex scan of the whole text)."""
+    start = text.find(word)
+    while start >= 0:
+        end = start + len(word)
+        if (start == 0 or not _is_word(text[start - 1])) and (
+            end == len(text) or not _is_word(text[end])
+        ):
+            return True
+        start = text.find(word, start + 1)
+    return False
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
