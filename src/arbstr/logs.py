@@ -36,7 +36,6 @@ _Item = logging.LogRecord | tuple[float, RequestRecord, str | None] | object
 
 
 _timestamp = IsoStamper()  # used on the log thread only
-_NEEDS_QUOTES = frozenset(' ="\\')
 _encode_json = msgspec.json.Encoder().encode
 _redactor: Redactor = NO_SECRETS
 
@@ -58,7 +57,14 @@ def logfmt_value(value: object) -> str:
     is empty or holds a space, ``=``, a quote, a backslash or a control character (so that
     ``model="a provider=x"`` stays one key)."""
     text = str(value)
-    if text and text.isprintable() and not any(c in text for c in _NEEDS_QUOTES):
+    if (
+        text
+        and text.isprintable()
+        and " " not in text
+        and "=" not in text
+        and '"' not in text
+        and "\\" not in text
+    ):
         return text
     return _encode_json(text).decode()
 

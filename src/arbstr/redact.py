@@ -74,14 +74,18 @@ class Redactor:
         return REDACTED.encode() if self._masked_secret(start, end) else m.group(0)
 
     def text(self, value: str) -> str:
-        if self._text_re is None or not any(p in value for p in self._prefixes):
-            return value
-        return self._text_re.sub(self._text_sub, value)
+        for p in self._prefixes:  # (a loop, not any(): this runs on every answer)
+            if p in value:
+                assert self._text_re is not None
+                return self._text_re.sub(self._text_sub, value)
+        return value
 
     def bytes(self, value: bytes) -> bytes:
-        if self._bytes_re is None or not any(p in value for p in self._prefixes_b):
-            return value
-        return self._bytes_re.sub(self._bytes_sub, value)
+        for p in self._prefixes_b:
+            if p in value:
+                assert self._bytes_re is not None
+                return self._bytes_re.sub(self._bytes_sub, value)
+        return value
 
 
 NO_SECRETS = Redactor(())
