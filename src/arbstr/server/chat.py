@@ -155,18 +155,10 @@ class ChatHandler:
         (the upstream's own 4xx, or an OpenAI-shaped error), record it and return None."""
         gw = self.gw
 
-        async def tracked(c: Candidate, remaining: float) -> T:
-            ex.in_flight = True
-            try:
-                return await attempt(c, remaining)
-            except AttemptFailed:
-                ex.in_flight = False
-                raise
-
         try:
             return await run_with_retries(
                 prep.route.candidates,
-                tracked,
+                attempt,
                 settings=gw.config.retry,
                 health=gw.health,
                 deadline=time.monotonic() + gw.config.retry.deadline_s,
@@ -211,7 +203,7 @@ class ChatHandler:
         if delivered is None:
             return
         cand, reply = delivered
-        ex.in_flight = False
+        ex.attempts.in_flight = False
         in_tok, out_tok = tokens(reply.usage, ex.est_input_tokens, None)
         msats = cost_msats(cand.rates, in_tok, out_tok)
         latency = ex.elapsed_ms()
@@ -295,7 +287,7 @@ class ChatHandler:
             )
         finally:
             sr.close()
-        ex.in_flight = False  # (still set if the client left: the node bills a cut stream)
+        ex.attempts.in_flight = False  # (still set if the client left: the node bills a cut stream)
         now = time.perf_counter()
         in_tok, out_tok = tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
         if relay.upstream_error is not None:

@@ -33,7 +33,6 @@ class Exchange:
     est_input_tokens: int = 0
     est_output_tokens: int = 0
     candidate: Candidate | None = None  # the one being (or last) tried
-    in_flight: bool = False  # an upstream may be working on (and billing) this request
     recorded: bool = False  # its row has been written
     attempts: AttemptLog = field(default_factory=AttemptLog)
 

@@ -71,7 +71,7 @@ def billed_estimate(ex: Exchange, route: Route | None = None) -> int | None:
     upstream may still be working on."""
     by_name = {c.provider.name: c for c in route.candidates} if route is not None else {}
     billed = [by_name[n] for n in ex.attempts.billed if n in by_name]
-    if ex.in_flight and ex.candidate is not None:
+    if ex.attempts.in_flight and ex.candidate is not None:
         billed.append(ex.candidate)
     if not billed:
         return None

@@ -32,6 +32,9 @@ class AttemptLog:
     tried: int = 0  # attempts sent, successful or not
     last_failure: AttemptFailed | None = None
     billed: list[str] = field(default_factory=list)  # provider of each possibly billed attempt
+    # an upstream may be working on (and billing) the request: an attempt is running, or it
+    # succeeded and its answer (a stream) is still being read; the caller clears it at the end
+    in_flight: bool = False
     # time spent waiting on upstreams and in backoff sleeps: not arbstr's own overhead
     waited_s: float = 0.0
 
@@ -95,9 +98,11 @@ async def run_with_retries(
                 on_candidate(cand)
             log.tried += 1
             t0 = time.monotonic()
+            log.in_flight = True
             try:
                 result = await attempt(cand, remaining)
             except AttemptFailed as exc:
+                log.in_flight = False
                 log.waited_s += time.monotonic() - t0
                 decision = decide(failure_of(exc), n, settings, rng.random())
                 if isinstance(decision, Fail) and decision.error is None:
