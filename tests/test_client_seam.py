@@ -15,7 +15,7 @@ from arbstr.routing.health import HealthBoard
 from arbstr.routing.router import Candidate
 from arbstr.upstream.client import AttemptFailed, JsonReply, StreamReply, UpstreamClient
 from arbstr.upstream.executor import AttemptLog, run_with_retries
-from arbstr.upstream.transport import ConnectFailed, ResponseBroken
+from arbstr.upstream.protocol import ConnectFailed, ResponseBroken
 from fake_upstream import DONE, completion_json, sse
 from harness import make_config, provider
 from memory_transport import Answer, Fail, MemoryTransport, json_answer

@@ -16,7 +16,8 @@ from aiohttp import ClientSession
 from arbstr.config import config_from_data
 from arbstr.errors import ConfigError
 from arbstr.upstream.connection import SERVER_KEEPALIVE_MARGIN_S, server_keepalive_s
-from arbstr.upstream.transport import ConnectFailed, Target, Transport
+from arbstr.upstream.protocol import ConnectFailed, Target
+from arbstr.upstream.transport import Transport
 from fake_upstream import Completion, FakeUpstream
 from harness import ProxyThread, make_config, provider
 

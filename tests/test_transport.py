@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from arbstr.upstream.transport import ConnectFailed, Response, ResponseBroken, Target, Transport
+from arbstr.upstream.connection import Response
+from arbstr.upstream.protocol import ConnectFailed, ResponseBroken, Target
+from arbstr.upstream.transport import Transport
 
 
 @dataclass

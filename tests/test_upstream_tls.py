@@ -14,7 +14,8 @@ from aiohttp import ClientSession
 
 from arbstr.config import Provider
 from arbstr.upstream.client import AttemptFailed, UpstreamClient
-from arbstr.upstream.transport import ConnectFailed, Target, Transport
+from arbstr.upstream.protocol import ConnectFailed, Target
+from arbstr.upstream.transport import Transport
 from fake_upstream import Completion, FakeUpstream
 from harness import ProxyThread, make_config, provider
 

@@ -9,7 +9,7 @@ import socket
 import pytest
 from aiohttp import ClientSession
 
-from arbstr.upstream.transport import Target
+from arbstr.upstream.protocol import Target
 from arbstr.urls import parse_http_url
 from fake_upstream import FakeUpstream
 from harness import ProxyThread, make_config, provider

@@ -4,8 +4,8 @@ Money is exact: rates are kept as :class:`~decimal.Decimal` built from the rate'
 decimal spelling, and a request's cost is rounded once, half-up, to the millisatoshi (the
 smallest unit Lightning settles). On the request path the cost is integer arithmetic: each
 :class:`Rates` also holds its three prices as integers over one power of ten, so a cost is
-two multiplications, two additions and one floor division (about a tenth of the Decimal
-version's time). Floats are used only to *rank* candidates.
+two multiplications, two additions and one floor division. Floats are used only to *rank*
+candidates.
 """
 
 from __future__ import annotations
@@ -94,20 +94,11 @@ def _scaled(d: Decimal, k: int) -> int:
     return int(d.scaleb(k, context=_EXACT))
 
 
-def msats_decimal(msats: int) -> Decimal:
-    """Whole millisats as sats with three decimals: ``1234`` -> ``Decimal("1.234")``."""
-    return Decimal(msats).scaleb(-3, context=_EXACT)
-
-
 def format_msats(msats: int) -> str:
-    """Whole millisats as sats with exactly three decimals: ``1234`` -> ``"1.234"``."""
-    sats, rest = divmod(msats, 1000)
-    return f"{sats}.{rest:03d}"
-
-
-def format_sats(value: Decimal) -> str:
-    """Sats with exactly three decimals (millisat precision), e.g. ``"0.215"``."""
-    return str(value.quantize(_MSAT, context=_EXACT))
+    """Whole millisats as sats with exactly three decimals: ``1234`` -> ``"1.234"``,
+    ``-1`` -> ``"-0.001"``."""
+    sats, rest = divmod(abs(msats), 1000)
+    return f"{'-' if msats < 0 else ''}{sats}.{rest:03d}"
 
 
 def msats_to_sats(msats: int | float | Decimal) -> Decimal:

@@ -78,6 +78,3 @@ class RatioBook:
 
     def load(self, policy: str, model: str, avg_ratio: float, sample_count: int) -> None:
         self._ratios[(policy, model)] = (avg_ratio, sample_count)
-
-    def items(self) -> list[tuple[str, str, float, int]]:
-        return [(p, m, avg, n) for (p, m), (avg, n) in self._ratios.items()]

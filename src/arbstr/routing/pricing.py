@@ -4,9 +4,8 @@ millisats (see :mod:`arbstr.money`); floats only rank candidates."""
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
-from arbstr.money import Rates, msats_decimal
+from arbstr.money import Rates
 
 DEFAULT_OUTPUT_TOKENS = 256
 CHARS_PER_TOKEN = 4
@@ -21,14 +20,6 @@ def cost_msats(rates: Rates, input_tokens: int, output_tokens: int) -> int:
     den = rates.den
     num = input_tokens * rates.input_n + output_tokens * rates.output_n + rates.fee_n
     return (2 * num + den) // (2 * den)
-
-
-def cost_sats(rates: Rates, input_tokens: int, output_tokens: int) -> Decimal:
-    """Exact cost of a request in sats, rounded half-up to the millisat (3 decimals).
-
-    ``(input_tokens * input_rate + output_tokens * output_rate) / 1000 + base_fee``
-    """
-    return msats_decimal(cost_msats(rates, input_tokens, output_tokens))
 
 
 def estimate_cost(rates: Rates, input_tokens: float, output_tokens: float) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from arbstr.apis.chat import ChatRequest, parse_chat, upstream_body
+from arbstr.apis import ChatRequest, parse_chat, upstream_body
 from arbstr.errors import (
     ArbstrError,
     AuthError,
@@ -25,9 +25,15 @@ from arbstr.errors import (
 )
 from arbstr.logs import log_request
 from arbstr.money import format_msats
-from arbstr.routing.policy import select_policy
-from arbstr.routing.pricing import cost_msats, estimate_input_tokens, estimate_output_tokens
-from arbstr.routing.router import Candidate, Route, route
+from arbstr.routing import (
+    Candidate,
+    Route,
+    cost_msats,
+    estimate_input_tokens,
+    estimate_output_tokens,
+    route,
+    select_policy,
+)
 from arbstr.server.delivery import SSE_HEADERS, TrackedSend, error_event, trailer_event
 from arbstr.server.disconnect import DisconnectWatch
 from arbstr.server.exchange import Exchange
@@ -45,10 +51,14 @@ from arbstr.server.http import (
 from arbstr.server.ids import iso_now, new_request_id
 from arbstr.server.outcome import Outcome, billed_estimate, failed, record_of, stream_cost, tokens
 from arbstr.server.streaming import relay_stream
-from arbstr.upstream.client import AttemptFailed, JsonReply, StreamReply
-from arbstr.upstream.executor import run_with_retries
-from arbstr.upstream.relay import StreamRelay
-from arbstr.upstream.usage import provider_cost_msats
+from arbstr.upstream import (
+    AttemptFailed,
+    JsonReply,
+    StreamRelay,
+    StreamReply,
+    provider_cost_msats,
+    run_with_retries,
+)
 
 log = logging.getLogger("arbstr.chat")
 T = TypeVar("T")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from arbstr.routing.router import Candidate
+from arbstr.routing import Candidate
 from arbstr.server.http import Headers
-from arbstr.upstream.executor import AttemptLog
+from arbstr.upstream import AttemptLog
 
 MAX_HEADER_CHARS = 256
 

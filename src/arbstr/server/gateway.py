@@ -9,10 +9,10 @@ from arbstr.config import Config
 from arbstr.logs import set_redactor
 from arbstr.records import MemorySink, RatioBook, RecordSink
 from arbstr.redact import Redactor
-from arbstr.routing.health import HealthBoard
+from arbstr.routing import HealthBoard
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
-from arbstr.upstream.client import UpstreamClient
+from arbstr.upstream import UpstreamClient
 
 
 class Gateway:

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from arbstr.money import Rates
 from arbstr.records import RequestRecord
 from arbstr.redact import Redactor
-from arbstr.routing.pricing import cost_msats
-from arbstr.routing.router import Route
+from arbstr.routing import Route, cost_msats
 from arbstr.server.exchange import Exchange
-from arbstr.upstream.usage import Usage
+from arbstr.upstream import Usage
 
 
 @dataclass(slots=True)

@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 from arbstr.server.delivery import error_event
 from arbstr.server.http import Headers, Send
-from arbstr.upstream.client import StreamReply
-from arbstr.upstream.relay import StreamRelay
+from arbstr.upstream import StreamRelay, StreamReply
 
 AFTER_DONE_S = 1.0  # how long the end of the upstream body is awaited after [DONE]
 

@@ -23,9 +23,7 @@ import contextlib
 import ssl
 
 from arbstr.upstream.connection import Connection, Response
-from arbstr.upstream.protocol import ConnectFailed, ResponseBroken, Target
-
-__all__ = ["ConnectFailed", "Pool", "Response", "ResponseBroken", "Target", "Transport"]
+from arbstr.upstream.protocol import ConnectFailed, Target
 
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_KEEPALIVE_EXPIRY_S = 5.0
