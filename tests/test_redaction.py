@@ -133,3 +133,26 @@ async def test_an_echoed_key_reaches_no_answer_log_line_or_row(
     assert len(rows) == 3
     assert [REDACTED in m for (m,) in rows] == [True, True, True]  # the last: the error event
     assert not any(KEY in m for (m,) in rows)
+
+
+async def test_a_key_stored_by_an_older_arbstr_is_not_served_by_v1_requests(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "old.db")
+    store = Store.open(db)
+    store.close()
+    with sqlite3.connect(db) as conn:  # a row as an arbstr before redaction wrote it
+        conn.execute(
+            "INSERT INTO requests (request_id, timestamp, model, streaming, latency_ms, success,"
+            " error_status, error_message) VALUES ('r', '2026-01-01T00:00:00.000Z', 'm', 0, 1,"
+            " 0, 401, ?)",
+            (f"alpha answered HTTP 401: Incorrect API key provided: {KEY}",),
+        )
+    store = Store.open(db)
+    data = {"providers": [provider("alpha", fake_upstream.url, api_key=KEY)]}
+    with ProxyThread(make_config(data), sink=store) as proxy:
+        async with aiohttp.ClientSession() as s, s.get(proxy.url + "/v1/requests") as r:
+            body = await r.read()
+    store.close()
+    assert r.status == 200
+    assert KEY.encode() not in body and REDACTED.encode() in body
