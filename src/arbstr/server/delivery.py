@@ -4,6 +4,7 @@ error events, and a ``send`` that remembers how far the response got."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -30,12 +31,13 @@ class TrackedSend:
         self.started = False
         self.ended = False
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # (not a coroutine itself: the server's send is awaited directly, one frame less)
         if message["type"] == "http.response.start":
             self.started = True
         elif not message.get("more_body", False):
             self.ended = True
-        await self._send(message)
+        return self._send(message)
 
 
 def trailer_event(
