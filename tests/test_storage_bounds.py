@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbstr.batching import Pacer
-from arbstr.records import RatioBook, RequestRecord
+from arbstr.money import MAX_MSATS
+from arbstr.records import MAX_TOKENS, RatioBook, RequestRecord
 from arbstr.storage import (
     RequestsQuery,
     StatsQuery,
@@ -120,15 +121,15 @@ def test_stats_sum_beyond_int64_without_error(path: str) -> None:
     """Old rows at the largest bounded cost, summing past what a plain SQL SUM could hold
     when combined with the split: the answer is the exact integer sum."""
     Store.open(path).close()
-    top = bounds.MAX_MSATS // 1000  # sats
-    raw_insert(path, [{"cost_sats": float(top), "input_tokens": bounds.MAX_TOKENS}] * 50)
+    top = MAX_MSATS // 1000  # sats
+    raw_insert(path, [{"cost_sats": float(top), "input_tokens": MAX_TOKENS}] * 50)
     got = read_stats(path, StatsQuery())
     assert got.costs.total_cost_sats == 50 * top
-    assert got.costs.total_input_tokens == 50 * bounds.MAX_TOKENS
+    assert got.costs.total_input_tokens == 50 * MAX_TOKENS
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, bounds.MAX_MSATS), max_size=40))
+@given(st.lists(st.integers(0, MAX_MSATS), max_size=40))
 def test_exact_sum_is_the_exact_integer_sum(values: list[int]) -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (v INTEGER)")
@@ -295,10 +296,10 @@ def test_any_record_row_can_be_stored(
     conn.execute(bounds.INSERT_REQUEST, row)  # never raises
     tin, tout = row[6], row[7]
     for given_value, kept in ((tokens[0], tin), (tokens[1], tout)):
-        ok = given_value is not None and 0 <= given_value <= bounds.MAX_TOKENS
+        ok = given_value is not None and 0 <= given_value <= MAX_TOKENS
         assert kept == (given_value if ok else None)
     for cost, kept in ((costs[0], row[8]), (costs[1], row[9]), (costs[2], row[17])):
-        if cost is not None and 0 <= cost <= bounds.MAX_MSATS:
+        if cost is not None and 0 <= cost <= MAX_MSATS:
             assert kept == cost / 1000
         else:
             assert kept is None

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arbstr.money import MAX_MSATS
+from arbstr.records import MAX_TOKENS
 from arbstr.upstream.usage import (
-    MAX_COST_MSATS,
-    MAX_TOKENS,
     NotACompletion,
     Usage,
     completion_usage,
@@ -44,12 +44,12 @@ def cost_of(usage_json: bytes, header: str | None = None) -> int | None:
         (b'{"cost":{"total_msats":1234.4999}}', 1234),
         (b'{"cost":{"total_msats":0.5}}', 1),
         (b'{"cost":{"total_msats":0}}', 0),
-        (b'{"cost":{"total_msats":1000000000000}}', MAX_COST_MSATS),
+        (b'{"cost":{"total_msats":1000000000000}}', MAX_MSATS),
         (b'{"cost_sats":1.2345}', 1234),  # floored
         (b'{"cost_sats":1.75}', 1750),
         (b'{"cost_sats":0.001}', 1),
         (b'{"cost_sats":2}', 2000),
-        (b'{"cost_sats":1000000000}', MAX_COST_MSATS),
+        (b'{"cost_sats":1000000000}', MAX_MSATS),
         (b'{"cost":2.5}', 2500),  # bare usage.cost is sats
         (b'{"cost":3}', 3000),
         (b'{"cost":{"base_msats":5}}', None),
@@ -261,7 +261,7 @@ def test_property_any_json_in_any_field(
     for count in (usage.prompt_tokens, usage.completion_tokens):
         assert count is None or (type(count) is int and 0 <= count <= MAX_TOKENS)
     for amount in (msats, usage.total_msats, usage.sats_msats):
-        assert amount is None or (type(amount) is int and 0 <= amount <= MAX_COST_MSATS)
+        assert amount is None or (type(amount) is int and 0 <= amount <= MAX_MSATS)
 
 
 # --- property: float amounts convert exactly, as their decimal spelling says ----------------
@@ -279,4 +279,4 @@ def test_property_float_amounts_are_exact(value: float) -> None:
     assert cost_of(b'{"cost_sats":' + msgspec.json.encode(value) + b"}") == floored
     half_up = int(exact.quantize(Decimal(1), ROUND_HALF_UP))
     total = b'{"cost":{"total_msats":' + msgspec.json.encode(value) + b"}}"
-    assert cost_of(total) == (half_up if half_up <= MAX_COST_MSATS else None)
+    assert cost_of(total) == (half_up if half_up <= MAX_MSATS else None)

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 
+# the most one request can cost, in millisats (10^9 sats): a larger figure is a provider's bug,
+# not a charge, and is never summed
+MAX_MSATS = 10**12
+
 _MSAT = Decimal("0.001")
 _THOUSAND = Decimal(1000)
 # Wide enough that products and sums of finite float rates (exponents within +-330) and token

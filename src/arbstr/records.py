@@ -12,7 +12,7 @@ from typing import Protocol
 
 # No request has more tokens than this; a larger count is a provider's bug, not a count
 # (the request log stores it as unknown, and nothing is learned from it).
-MAX_TOKENS = 10**9
+MAX_TOKENS = 10**9  # per count per request; a larger count is a provider bug, not a bill
 
 
 @dataclass(slots=True)

@@ -18,10 +18,9 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from arbstr.records import MAX_TOKENS as MAX_TOKENS  # re-exported with the other bounds
-from arbstr.records import RequestRecord
+from arbstr.money import MAX_MSATS
+from arbstr.records import MAX_TOKENS, RequestRecord
 
-MAX_MSATS = 10**12
 INT64_MAX = 2**63 - 1
 MAX_ERROR_MESSAGE = 2000
 _SPLIT = 10**6  # exact_sum: every part of a bounded value is below this

@@ -3,7 +3,7 @@
 A billed answer must reach the client whatever its ``usage`` says: each field is read on its
 own, and a missing, mistyped or absurd one becomes None (with a warning when it was present),
 so the caller falls back to its estimates. Only a body that is not a JSON object is not a
-completion. Costs are integer millisats within :data:`MAX_COST_MSATS`, converted exactly from
+completion. Costs are integer millisats within :data:`MAX_MSATS`, converted exactly from
 the decimal spelling of the number (no binary float arithmetic).
 
 Well-typed ``usage`` (the normal case) is decoded in the same pass as the body; only when a
@@ -17,10 +17,11 @@ import re
 
 import msgspec
 
+from arbstr.money import MAX_MSATS
+from arbstr.records import MAX_TOKENS
+
 log = logging.getLogger("arbstr.upstream")
 
-MAX_TOKENS = 10**9  # per count per request; a larger count is a provider bug, not a bill
-MAX_COST_MSATS = 10**12  # 10^9 sats for one request: anything above is not a real charge
 COST_HEADER = "X-Routstr-Cost-Msats"
 
 ABSENT = msgspec.Raw()  # default of a raw field the JSON did not have
@@ -228,7 +229,7 @@ def _msats(value: object, field: str, where: _Where) -> int | None:
     if type(value) is int:
         msats = value
     elif type(value) is float:  # finite: JSON has no NaN or infinities
-        msats = _scaled(value, 0, half_up=True) if 0 <= value <= MAX_COST_MSATS else -1
+        msats = _scaled(value, 0, half_up=True) if 0 <= value <= MAX_MSATS else -1
     elif isinstance(value, str):
         m = _DECIMAL.fullmatch(value)
         if m is None:
@@ -246,7 +247,7 @@ def _sats(value: object, field: str, where: _Where) -> int | None:
     if type(value) is int:
         msats = value * 1000
     elif type(value) is float:
-        msats = _scaled(value, 3, half_up=False) if 0 <= value <= MAX_COST_MSATS / 1000 else -1
+        msats = _scaled(value, 3, half_up=False) if 0 <= value <= MAX_MSATS / 1000 else -1
     return _bounded(msats, value, field, where)
 
 
@@ -276,12 +277,12 @@ def _digits(whole: str, frac: str, shift: int, *, half_up: bool) -> int:
 
 def _bounded(msats: int | None, value: object, field: str, where: _Where) -> int | None:
     """``msats`` if within bounds (None: ``value`` was not a number at all)."""
-    if msats is not None and 0 <= msats <= MAX_COST_MSATS:
+    if msats is not None and 0 <= msats <= MAX_MSATS:
         return msats
     if msats is None:
         _ignored(field, _not(value, "a number"), where)
     else:
-        _ignored(field, f"outside 0 to {MAX_COST_MSATS} msats", where)
+        _ignored(field, f"outside 0 to {MAX_MSATS} msats", where)
     return None
 
 
