@@ -20,10 +20,11 @@ import importlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from arbstr import __version__
 from arbstr.config import Provider
+from arbstr.routing.retry import Failure, FailureKind
 from arbstr.upstream.protocol import ConnectFailed, HttpResponse, HttpTransport, Target
 from arbstr.upstream.retry_after import parse_retry_after
 from arbstr.upstream.transport import (
@@ -36,9 +37,6 @@ from arbstr.urls import parse_http_url
 
 if TYPE_CHECKING:
     import aiohttp
-
-FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(slots=True)
@@ -53,11 +51,16 @@ class AttemptFailed(Exception):
     @property
     def passes_through(self) -> bool:
         """An upstream 4xx (other than 429): the request's fault, returned to the client as is."""
-        return self.kind == "status" and self.status not in RETRYABLE_STATUS
+        return self.failure.passes_through
 
     @property
     def possibly_billed(self) -> bool:
-        return self.kind in ("timeout", "invalid")
+        return self.failure.possibly_billed
+
+    @property
+    def failure(self) -> Failure:
+        """The retry policy's view of this failed attempt."""
+        return Failure(self.kind, self.status, self.retry_after_s, self.message)
 
     def __str__(self) -> str:
         return self.message

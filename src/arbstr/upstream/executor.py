@@ -17,7 +17,7 @@ from typing import TypeVar
 from arbstr.config import RetrySettings
 from arbstr.errors import AllCoolingDown, DeadlineExceeded, UpstreamError
 from arbstr.routing.health import HealthBoard
-from arbstr.routing.retry import Fail, Failure, Retry, decide
+from arbstr.routing.retry import Fail, Retry, decide
 from arbstr.routing.router import Candidate
 from arbstr.upstream.client import AttemptFailed
 
@@ -57,11 +57,6 @@ class AttemptLog:
     @property
     def possibly_billed(self) -> bool:
         return bool(self.billed)
-
-
-def failure_of(exc: AttemptFailed) -> Failure:
-    """The policy's view of a failed attempt."""
-    return Failure(exc.kind, exc.status, exc.retry_after_s, exc.message)
 
 
 async def run_with_retries(
@@ -104,7 +99,7 @@ async def run_with_retries(
             except AttemptFailed as exc:
                 log.in_flight = False
                 log.waited_s += time.monotonic() - t0
-                decision = decide(failure_of(exc), n, settings, rng.random())
+                decision = decide(exc.failure, n, settings, rng.random())
                 if isinstance(decision, Fail) and decision.error is None:
                     health.release(name)  # the request's fault, not the provider's
                     raise
