@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from arbstr.apis import ChatRequest, parse_chat, upstream_body
+from arbstr.config import Provider
 from arbstr.errors import (
     ArbstrError,
     AuthError,
@@ -53,9 +54,7 @@ from arbstr.server.outcome import Outcome, billed_estimate, failed, record_of, s
 from arbstr.server.streaming import relay_stream
 from arbstr.upstream import (
     AttemptFailed,
-    JsonReply,
     StreamRelay,
-    StreamReply,
     provider_cost_msats,
     run_with_retries,
 )
@@ -159,11 +158,17 @@ class ChatHandler:
         ex: Exchange,
         send: Send,
         watch: DisconnectWatch,
-        attempt: Callable[[Candidate, float], Awaitable[T]],
+        call: Callable[[Provider, bytes, str, float], Awaitable[T]],
     ) -> tuple[Candidate, T] | None:
-        """Run the attempts (retries, fallback, breaker). On final failure answer the client
-        (the upstream's own 4xx, or an OpenAI-shaped error), record it and return None."""
+        """Run the attempts of ``call`` (``upstream.complete`` or ``upstream.open_stream``):
+        retries, fallback, breaker, each attempt within ``request_timeout_s`` and the deadline.
+        On final failure answer the client (the upstream's own 4xx, or an OpenAI-shaped error),
+        record it and return None."""
         gw = self.gw
+        timeout_cap = gw.config.server.request_timeout_s
+
+        async def attempt(c: Candidate, remaining: float) -> T:
+            return await call(c.provider, prep.body, ex.request_id, min(timeout_cap, remaining))
 
         try:
             return await run_with_retries(
@@ -202,14 +207,7 @@ class ChatHandler:
         self, prep: Prepared, ex: Exchange, send: Send, watch: DisconnectWatch
     ) -> None:
         gw = self.gw
-        timeout_cap = gw.config.server.request_timeout_s
-
-        async def attempt(c: Candidate, remaining: float) -> JsonReply:
-            return await gw.upstream.complete(
-                c.provider, prep.body, ex.request_id, min(timeout_cap, remaining)
-            )
-
-        delivered = await self._attempts(prep, ex, send, watch, attempt)
+        delivered = await self._attempts(prep, ex, send, watch, gw.upstream.complete)
         if delivered is None:
             return
         cand, reply = delivered
@@ -248,14 +246,7 @@ class ChatHandler:
         self, prep: Prepared, ex: Exchange, send: Send, watch: DisconnectWatch
     ) -> None:
         gw = self.gw
-        first_byte_cap = gw.config.server.request_timeout_s
-
-        async def attempt(c: Candidate, remaining: float) -> StreamReply:
-            return await gw.upstream.open_stream(
-                c.provider, prep.body, ex.request_id, min(first_byte_cap, remaining)
-            )
-
-        delivered = await self._attempts(prep, ex, send, watch, attempt)
+        delivered = await self._attempts(prep, ex, send, watch, gw.upstream.open_stream)
         if delivered is None:
             return
         cand, sr = delivered

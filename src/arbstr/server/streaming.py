@@ -8,6 +8,7 @@ is awaited only briefly: the client has everything, so a quiet upstream cannot h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from arbstr.server.delivery import error_event
@@ -33,20 +34,29 @@ async def relay_stream(
     part, when the disconnect watch may stop."""
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     error: str | None = None
-    data = relay.feed(sr.first_chunk)
-    if data:
-        await send({"type": "http.response.body", "body": redact(data), "more_body": True})
+    chunk: bytes | None = sr.first_chunk
     try:
-        while not relay.done and (chunk := await sr.next_chunk()) is not None:
+        # per chunk: feed and send inline (a helper coroutine would cost a frame per chunk)
+        while chunk is not None:
             data = relay.feed(chunk)
             if data:
                 await send({"type": "http.response.body", "body": redact(data), "more_body": True})
+            if relay.done:
+                break
+            chunk = await sr.next_chunk()
     except TimeoutError:
         error = f"{provider}: no data for {idle_timeout_s:g} s (stream_idle_timeout_s)"
     except OSError as exc:
         error = f"{provider}: stream broken: {exc or type(exc).__name__}"
-    if relay.done:
-        await _rest_after_done(sr, relay, send, redact)
+    if relay.done:  # the rest of the body (usually only its end), briefly; silence fails nothing
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(AFTER_DONE_S):
+                while (chunk := await sr.next_chunk()) is not None:
+                    data = relay.feed(chunk)
+                    if data:
+                        await send(
+                            {"type": "http.response.body", "body": redact(data), "more_body": True}
+                        )
     elif error is None:
         error = f"{provider}: stream ended without [DONE]"
     tail = redact(relay.finish())
@@ -55,20 +65,3 @@ async def relay_stream(
     before_last_send()
     await send({"type": "http.response.body", "body": tail, "more_body": False})
     return error
-
-
-async def _rest_after_done(
-    sr: StreamReply, relay: StreamRelay, send: Send, redact: Callable[[bytes], bytes]
-) -> None:
-    """Whatever the upstream sends after ``[DONE]`` (usually only the end of its body), for
-    at most :data:`AFTER_DONE_S`; a break or silence there fails nothing."""
-    try:
-        async with asyncio.timeout(AFTER_DONE_S):
-            while (chunk := await sr.next_chunk()) is not None:
-                data = relay.feed(chunk)
-                if data:
-                    await send(
-                        {"type": "http.response.body", "body": redact(data), "more_body": True}
-                    )
-    except (TimeoutError, OSError):
-        pass
