@@ -364,7 +364,9 @@ def test_cli_toml_is_valid_config(world: World) -> None:
     assert set(providers) == {"alpha-node", "beta", "gamma"}
     alpha = providers["alpha-node"]
     assert alpha.url == f"http://127.0.0.1:{world.alpha}/v1"
-    assert alpha.model_order == ("gpt-4o", "gpt-4o-mini")
+    # no pinned models: discovery serves whatever the node lists now
+    assert "models" not in data["providers"][0]
+    assert alpha.models is None
     assert alpha.discover is True
     assert alpha.api_key is None
     assert providers["gamma"].url == f"http://127.0.0.1:{world.gamma}"
@@ -748,7 +750,7 @@ def test_render_toml_escapes_remote_text() -> None:
     data = tomllib.loads(text)
     cfg = config_from_data(data, source="<t>", env={})
     assert [p.name for p in cfg.providers] == ["quote-node-providers", "second"]
-    assert set(cfg.providers[0].model_order) == set(odd_models)
+    assert cfg.providers[0].models is None  # the node's odd model names are not pinned
     assert "# skipped broken: down now" in text
     assert "ARBSTR_QUOTE_NODE_PROVIDERS_API_KEY" in text
 

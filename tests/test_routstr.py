@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,10 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from arbstr.config import config_from_data
 from arbstr.money import Rates
-from arbstr.routstr.prices import PriceBook, apply_prices
+from arbstr.routstr.prices import PriceBook, apply_prices, refresh_delay_s
 from harness import ProxyThread, make_config
 
 CHAT = "/v1/chat/completions"
@@ -359,3 +362,26 @@ async def test_cli_balance_and_providers_with_discovery(
     cells = [[c.strip() for c in ln.split("│")] for ln in prov.stdout.splitlines() if "│" in ln]
     cheap_row = next(c for c in cells if "cheap" in c)
     assert cheap_row[3:7] == ["gpt-4o", "5", "15", "0"]
+
+
+def test_discovering_providers_refresh_every_120_s_by_default() -> None:
+    """Routstr nodes re-price about every 120 s; a 300 s refresh lagged them by minutes."""
+    cfg = config_from_data(
+        {"providers": [{"name": "node", "url": "http://127.0.0.1:9/v1", "discover": True}]},
+        source="<t>",
+        env={},
+    )
+    assert cfg.providers[0].discover_interval_s == 120.0
+
+
+@given(st.floats(min_value=0.01, max_value=1e6), st.integers(min_value=0, max_value=2**32))
+def test_refresh_delay_is_jittered_but_never_longer_than_the_interval(
+    interval: float, seed: int
+) -> None:
+    delay = refresh_delay_s(interval, random.Random(seed))
+    assert interval * 0.8 <= delay <= interval
+
+
+def test_refresh_delays_differ_between_instances() -> None:
+    delays = {refresh_delay_s(120.0, random.Random(seed)) for seed in range(20)}
+    assert len(delays) == 20

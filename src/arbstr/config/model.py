@@ -25,7 +25,7 @@ class Provider:
     rates: Rates
     model_rates: Mapping[str, Rates]
     discover: bool = False
-    discover_interval_s: float = 300.0
+    discover_interval_s: float = 120.0
 
     def serves(self, model: str) -> bool:
         return self.models is None or model in self.models

@@ -90,7 +90,7 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     output_rate: NonNeg = 0.0
     base_fee: NonNeg = 0.0
     discover: bool = False
-    discover_interval_s: Positive = 300.0
+    discover_interval_s: Positive = 120.0
     model_rates: dict[str, ModelRateSection] = {}
 
 

@@ -1,5 +1,7 @@
 """Price discovery at run time: providers with ``discover = true`` get their prices from
-``GET {url}/models``, before serving and then every ``discover_interval_s``.
+``GET {url}/models``, before serving and then every ``discover_interval_s`` (default 120 s:
+Routstr nodes re-price about that often as BTC/USD moves), jittered shorter so that several
+arbstr instances do not ask a node in step.
 
 Discovered prices never go stale silently: each provider's :class:`DiscoveryStatus` says when
 prices were last fetched, and the last error. A failed refresh keeps the last good prices.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +25,14 @@ if TYPE_CHECKING:  # the caller brings aiohttp along with its session
     import aiohttp
 
 log = logging.getLogger("arbstr.routstr")
+
+# each wait is the interval scaled by a factor in [1 - JITTER, 1]: never longer than configured
+JITTER = 0.2
+
+
+def refresh_delay_s(interval_s: float, rng: random.Random) -> float:
+    """How long to wait before the next refresh: at most ``interval_s``, at least 80 % of it."""
+    return interval_s * (1.0 - JITTER * rng.random())
 
 
 @dataclass(slots=True)
@@ -89,8 +100,9 @@ def discovery_timeout_s(connect_timeout_s: float) -> float:
 class PriceBook:
     """Current providers with discovered prices applied, refreshed in the background."""
 
-    def __init__(self, configured: Sequence[Provider]) -> None:
+    def __init__(self, configured: Sequence[Provider], rng: random.Random | None = None) -> None:
         self._configured = tuple(configured)
+        self._rng = rng or random.Random()
         self.providers: tuple[Provider, ...] = ()  # what routing may use now
         self.listed: tuple[Provider, ...] = self._configured  # every provider, for listings
         self.status: dict[str, DiscoveryStatus] = {
@@ -146,7 +158,7 @@ class PriceBook:
 
     async def _loop(self, session: aiohttp.ClientSession, p: Provider, timeout_s: float) -> None:
         while True:
-            await asyncio.sleep(p.discover_interval_s)
+            await asyncio.sleep(refresh_delay_s(p.discover_interval_s, self._rng))
             await self.refresh(session, p, timeout_s)
 
     async def stop(self) -> None:

@@ -120,9 +120,10 @@ def _toml_str(text: str) -> str:
 
 def render_toml(discovery: Discovery) -> str:
     """``[[providers]]`` blocks, ready to paste into config.toml, for every node that answered
-    with priced models (``discover = true`` keeps its prices current; no ``api_key`` line: a
-    comment names the ``ARBSTR_<NAME>_API_KEY`` variable to set). Nodes that could not be used
-    are listed in comments."""
+    with priced models. ``discover = true`` keeps the node's models and prices current, so no
+    ``models`` list pins them; there is no ``api_key`` line: a comment names the
+    ``ARBSTR_<NAME>_API_KEY`` variable to set. Nodes that could not be used are listed in
+    comments."""
     usable = [r for r in discovery.nodes if r.url is not None and r.models]
     lines = [
         "# Routstr nodes discovered on Nostr. Check a node before you fund a key for it:",
@@ -143,7 +144,8 @@ def render_toml(discovery: Discovery) -> str:
             "[[providers]]",
             f"name = {_toml_str(name)}",
             f"url = {_toml_str(rep.url)}",
-            "models = [" + ", ".join(_toml_str(m) for m in sorted(rep.models)) + "]",
+            # no models list: discovery keeps the node's own list current, a pinned one goes
+            # stale as the node adds and drops models
             "discover = true",
         ]
     skipped = [r for r in discovery.nodes if r not in usable]

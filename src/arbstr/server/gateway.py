@@ -47,7 +47,7 @@ class Gateway:
         self.ratios = ratios
         self.rng = rng or random.Random()
         # providers as routing sees them: with discovered prices, refreshed in the background
-        self.prices = PriceBook(config.providers)
+        self.prices = PriceBook(config.providers, rng=self.rng)
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
         # the secrets no answer, row or log line may carry, even when an upstream echoes one
         self.redactor = Redactor([*(p.api_key for p in config.providers), s.auth_token])
