@@ -65,7 +65,8 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
         streaming = rng.random() < 0.4
         provider = rng.choice(PROVIDERS)
         tokens_known = success or rng.random() < 0.3
-        cost = rng.randint(0, 80_000) if tokens_known else None
+        computed = rng.randint(0, 80_000) if tokens_known else None
+        reported = _reported(computed, rng)
         out.append(
             RequestRecord(
                 request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -76,8 +77,9 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
                 streaming=streaming,
                 input_tokens=rng.randint(1, 4000) if tokens_known else None,
                 output_tokens=rng.randint(0, 2000) if tokens_known else None,
-                cost_msats=cost,
-                provider_cost_msats=_reported(cost, rng),
+                cost_msats=computed if reported is None else reported,
+                computed_cost_msats=computed,
+                provider_cost_msats=reported,
                 latency_ms=rng.randint(1, 30_000),
                 ttft_ms=rng.randint(1, 500) if streaming else None,
                 stream_duration_ms=rng.randint(1, 20_000) if streaming else None,
@@ -95,8 +97,11 @@ def make_records(n: int, now: datetime, seed: int = 7) -> list[RequestRecord]:
 
 def _reported(cost: int | None, rng: random.Random) -> int | None:
     """What the provider said it charged: half the time nothing; else arbstr's own cost,
-    or now and then a little more or less (a node charging off its advertised price)."""
-    if cost is None or rng.random() < 0.5:
+    or now and then a little more or less (a node charging off its advertised price); now
+    and then a charge for a request arbstr could not price (a cut stream)."""
+    if cost is None:
+        return rng.randint(0, 5000) if rng.random() < 0.1 else None
+    if rng.random() < 0.5:
         return None
     if rng.random() < 0.7:
         return cost
@@ -140,9 +145,15 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
     rows = list(rows)
     ok = [r.latency_ms for r in rows if r.success]
     msats = sum(r.cost_msats for r in rows if r.cost_msats is not None)
-    reported = [(r, r.provider_cost_msats) for r in rows if r.provider_cost_msats is not None]
-    provider_msats = sum(pc for _, pc in reported)
-    computed_msats = sum(r.cost_msats or 0 for r, _ in reported)
+    computed = sum(r.computed_cost_msats for r in rows if r.computed_cost_msats is not None)
+    reported = [r.provider_cost_msats for r in rows if r.provider_cost_msats is not None]
+    both = [
+        (r.provider_cost_msats, r.computed_cost_msats)
+        for r in rows
+        if r.provider_cost_msats is not None and r.computed_cost_msats is not None
+    ]
+    charged_both = sum(pc for pc, _ in both)
+    computed_both = sum(cc for _, cc in both)
     maybe = [r.possibly_billed_msats for r in rows if r.possibly_billed_msats is not None]
     return {
         "counts": {
@@ -153,13 +164,18 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
         },
         "costs": {
             "total_cost_sats": msats / 1000,
+            "computed_cost_sats": computed / 1000,
             "total_input_tokens": sum(r.input_tokens or 0 for r in rows),
             "total_output_tokens": sum(r.output_tokens or 0 for r in rows),
             "provider_reported_requests": len(reported),
-            "total_provider_cost_sats": provider_msats / 1000 if reported else None,
-            "provider_cost_diff_sats": (
-                (provider_msats - computed_msats) / 1000 if reported else None
-            ),
+            "total_provider_cost_sats": sum(reported) / 1000 if reported else None,
+            "provider_cost_diff_sats": (charged_both - computed_both) / 1000 if both else None,
+            "charged_vs_computed": {
+                "requests": len(both),
+                "charged_sats": charged_both / 1000,
+                "computed_sats": computed_both / 1000,
+                "diff_sats": (charged_both - computed_both) / 1000,
+            },
             "possibly_billed_sats": sum(maybe) / 1000,
             "possibly_billed_requests": len(maybe),
         },

@@ -144,8 +144,10 @@ def test_stats_shows_what_was_possibly_billed(runner: CliRunner, tmp_path: Path)
     assert data["costs"]["total_cost_sats"] == 1.0
     assert data["costs"]["possibly_billed_sats"] == 1.252
     assert data["costs"]["possibly_billed_requests"] == 2
-    text = " ".join(run(runner, "stats", "--db", "log.db").stdout.split())
-    assert "possibly billed" in text and "2 request(s), about 1.252 sats" in text
+    out = runner.invoke(app, ["stats", "--db", "log.db"], env={"COLUMNS": "80"}).output
+    assert max(len(line) for line in out.splitlines()) <= 80
+    text = " ".join(out.split())
+    assert "possibly billed, not in the sats column: 2 request(s), about 1.252 sats" in text
     page = json.loads(run(runner, "requests", "--db", "log.db", "--json").stdout)
     assert [d["cost"]["possibly_billed_sats"] for d in page["data"]] == [0.002, 1.25, None]
 
@@ -274,27 +276,24 @@ def test_db_path_resolution(
 
 def test_stats_shows_provider_charged_vs_computed(runner: CliRunner, tmp_path: Path) -> None:
     now = datetime.now(UTC)
+
+    def charged(provider: str, computed: int | None, reported: int | None, age: int) -> Any:
+        return record(
+            provider=provider,
+            cost_msats=computed if reported is None else reported,
+            computed_cost_msats=computed,
+            provider_cost_msats=reported,
+            timestamp=ts(now - timedelta(minutes=age)),
+        )
+
     recs = [
-        # alpha reports exactly what arbstr computed
-        record(
-            provider="alpha",
-            cost_msats=1250,
-            provider_cost_msats=1250,
-            timestamp=ts(now - timedelta(minutes=3)),
-        ),
-        # beta charges 0.5 sats more than its advertised prices imply, on one of two requests
-        record(
-            provider="beta",
-            cost_msats=2000,
-            provider_cost_msats=2500,
-            timestamp=ts(now - timedelta(minutes=2)),
-        ),
-        record(
-            provider="beta",
-            cost_msats=1000,
-            provider_cost_msats=None,
-            timestamp=ts(now - timedelta(minutes=1)),
-        ),
+        charged("alpha", 1250, 1250, 5),  # reports exactly what arbstr computed
+        # beta charged 2.072 sats where its advertised prices imply 0.837 (its upstream's
+        # own USD figure), on one of two requests
+        charged("beta", 837, 2072, 4),
+        charged("beta", 1000, None, 3),
+        charged("gamma", 2000, 1500, 2),  # charged less
+        charged("gamma", None, 400, 1),  # a cut stream: charged, nothing to compare
     ]
     db = tmp_path / "log.db"
     fill(db, recs)
@@ -302,14 +301,36 @@ def test_stats_shows_provider_charged_vs_computed(runner: CliRunner, tmp_path: P
         run(runner, "stats", "--db", str(db), "--group-by", "provider", "--json").stdout
     )
     beta = data["groups"]["beta"]["costs"]
-    assert beta["total_cost_sats"] == 3.0
+    assert beta["total_cost_sats"] == 3.072  # what the user paid
+    assert beta["computed_cost_sats"] == 1.837
     assert beta["provider_reported_requests"] == 1
-    assert beta["total_provider_cost_sats"] == 2.5
-    assert beta["provider_cost_diff_sats"] == 0.5
+    assert beta["total_provider_cost_sats"] == 2.072
+    assert beta["provider_cost_diff_sats"] == 1.235
+    assert beta["charged_vs_computed"] == {
+        "requests": 1,
+        "charged_sats": 2.072,
+        "computed_sats": 0.837,
+        "diff_sats": 1.235,
+    }
+    gamma = data["groups"]["gamma"]["costs"]
+    assert gamma["provider_reported_requests"] == 2 and gamma["total_provider_cost_sats"] == 1.9
+    assert gamma["charged_vs_computed"]["requests"] == 1
+    assert gamma["provider_cost_diff_sats"] == -0.5
     assert data["groups"]["alpha"]["costs"]["provider_cost_diff_sats"] == 0.0
-    assert data["costs"]["total_provider_cost_sats"] == 3.75
-    result = runner.invoke(app, ["stats", "--db", str(db)])
+    assert data["costs"]["total_cost_sats"] == 6.222
+    assert data["costs"]["computed_cost_sats"] == 5.087
+
+    result = runner.invoke(app, ["stats", "--db", str(db)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    assert "charged by the provider vs computed by arbstr" in result.output
-    beta_line = next(ln for ln in result.output.splitlines() if ln.strip().startswith("beta"))
-    assert "2.000" in beta_line and "2.500" in beta_line and "+0.500" in beta_line
+    lines = result.output.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    start = next(i for i, ln in enumerate(lines) if "charged by the provider" in ln)
+    table = [
+        ln.split() for ln in lines[start:] if ln.split()[:1] in (["alpha"], ["beta"], ["gamma"])
+    ]
+    # the overcharging node first, marked; then the others, by how much more they charged
+    assert table == [
+        ["beta", "1", "2.072", "0.837", "+1.235", "+147.6%", "!"],
+        ["alpha", "1", "1.250", "1.250", "+0.000", "+0.0%"],
+        ["gamma", "1", "1.500", "2.000", "-0.500", "-25.0%"],
+    ]

@@ -193,7 +193,9 @@ async def test_a_timed_out_request_is_logged_as_possibly_billed(
     status, page = await get_json(proxy.url + "/v1/requests")
     assert page["data"][0]["cost"] == {
         "sats": None,
+        "computed_sats": None,
         "provider_sats": None,
+        "source": None,
         "possibly_billed_sats": billed,
     }
 

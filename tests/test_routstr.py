@@ -168,8 +168,9 @@ async def test_discovered_prices_route_to_the_cheaper_node_and_follow_price_chan
     proxy = await start_proxy(proxies, data)
     status, headers, _ = await post(proxy)
     assert status == 200 and headers["x-arbstr-provider"] == "cheap"
-    # 100 prompt * 5 / 1000 + 50 completion * 15 / 1000 = 1.25 sats
-    assert headers["x-arbstr-cost-sats"] == "1.250"
+    # the node's own charge, not 100 prompt * 5 / 1000 + 50 completion * 15 / 1000 = 1.25
+    assert headers["x-arbstr-cost-sats"] == "1.234"
+    assert headers["x-arbstr-cost-source"] == "provider"
     listed = {p["name"]: p for p in (await get_json(proxy, "/providers"))["data"]}
     assert listed["cheap"]["model_rates"]["gpt-4o"] == {
         "input_rate": 5.0,
@@ -266,9 +267,10 @@ async def test_provider_reported_cost_is_recorded(
             break
         await asyncio.sleep(0.02)
     plain, streamed = proxy.records[:2]
-    assert plain.cost_msats == 1250 and plain.provider_cost_msats == 1750
+    assert plain.cost_msats == 1750 and plain.provider_cost_msats == 1750
+    assert plain.computed_cost_msats == 1250
     assert streamed.streaming
-    assert streamed.cost_msats == 1250
+    assert streamed.cost_msats == 1750 and streamed.computed_cost_msats == 1250
     assert streamed.provider_cost_msats == 1750
 
 

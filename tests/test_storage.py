@@ -59,6 +59,7 @@ REQUESTS_COLUMNS = [
     ("error_message", "TEXT", 0, 0),
     ("attempts", "INTEGER", 1, 0),
     ("possibly_billed_sats", "REAL", 0, 0),
+    ("computed_cost_sats", "REAL", 0, 0),
 ]
 
 
@@ -159,7 +160,9 @@ def test_a_failing_migration_is_rolled_back(
 
 
 def v1_database(path: str) -> None:
-    """A request log as the first arbstr left it: schema 1, one request, one ratio."""
+    """A request log as the first arbstr left it: schema 1, three requests (one whose
+    provider charged 2.072 sats where arbstr computed 0.837, one without a reported charge),
+    one ratio."""
     conn = sqlite3.connect(path, isolation_level=None)
     for stmt in schema.migrations()[0].statements():
         conn.execute(stmt)
@@ -168,8 +171,10 @@ def v1_database(path: str) -> None:
         "INSERT INTO requests (request_id, timestamp, model, provider, policy, streaming,"
         " input_tokens, output_tokens, cost_sats, provider_cost_sats, latency_ms, success,"
         " attempts) VALUES ('old-1', ?, 'gpt-4o', 'alpha', 'default', 0, 10, 20, 1.5, 1.5,"
+        " 42, 1, 1), ('old-2', ?, 'gpt-4o', 'beta', 'default', 0, 10, 20, 0.837, 2.072,"
+        " 42, 1, 1), ('old-3', ?, 'gpt-4o', 'beta', 'default', 0, 10, 20, 0.25, NULL,"
         " 42, 1, 1)",
-        (record().timestamp,),
+        (record().timestamp,) * 3,
     )
     conn.execute("INSERT INTO token_ratios VALUES ('default', 'gpt-4o', 0.5, 4)")
     conn.close()
@@ -180,12 +185,49 @@ def test_a_v1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -
     v1_database(path)
     # read-only readers (arbstr stats) take a log not yet upgraded as it is, and leave it so
     before = as_json(read_stats(path, StatsQuery()))
-    assert before["costs"]["total_cost_sats"] == 1.5
+    # cost_sats is what was charged (the provider's figure where it gave one)
+    old_costs = {
+        "total_cost_sats": 3.822,
+        "computed_cost_sats": 2.587,
+        "provider_reported_requests": 2,
+        "total_provider_cost_sats": 3.572,
+        "provider_cost_diff_sats": 1.235,
+        "charged_vs_computed": {
+            "requests": 2,
+            "charged_sats": 3.572,
+            "computed_sats": 2.337,
+            "diff_sats": 1.235,
+        },
+    }
+    assert before["costs"] | old_costs == before["costs"]
     assert before["costs"]["possibly_billed_requests"] == 0
     old = as_json(read_requests(path, RequestsQuery()))["data"]
-    assert [d["cost"] for d in old] == [
-        {"sats": 1.5, "provider_sats": 1.5, "possibly_billed_sats": None}
+    old_rows: list[dict[str, Any]] = [
+        {
+            "sats": 1.5,
+            "computed_sats": 1.5,
+            "provider_sats": 1.5,
+            "source": "provider",
+            "possibly_billed_sats": None,
+        },
+        {
+            "sats": 2.072,
+            "computed_sats": 0.837,
+            "provider_sats": 2.072,
+            "source": "provider",
+            "possibly_billed_sats": None,
+        },
+        {
+            "sats": 0.25,
+            "computed_sats": 0.25,
+            "provider_sats": None,
+            "source": "computed",
+            "possibly_billed_sats": None,
+        },
     ]
+    assert sorted((d["cost"] for d in old), key=lambda c: c["sats"]) == sorted(
+        old_rows, key=lambda c: c["sats"]
+    )
     assert rows(path, "PRAGMA user_version") == [(1,)]
 
     s = Store.open(path)
@@ -199,10 +241,18 @@ def test_a_v1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -
     conn.close()
     assert [(c[1], c[2], c[3], c[5]) for c in info] == REQUESTS_COLUMNS
     assert rows(
-        path, "SELECT request_id, cost_sats, possibly_billed_sats FROM requests ORDER BY id"
-    ) == [("old-1", 1.5, None), ("new-1", None, 2.5)]
+        path,
+        "SELECT request_id, cost_sats, computed_cost_sats, possibly_billed_sats FROM requests"
+        " ORDER BY id",
+    ) == [
+        ("old-1", 1.5, 1.5, None),
+        ("old-2", 2.072, 0.837, None),
+        ("old-3", 0.25, 0.25, None),
+        ("new-1", None, None, 2.5),
+    ]
     after = as_json(read_stats(path, StatsQuery()))["costs"]
-    assert after["total_cost_sats"] == 1.5  # never mixed with what was possibly billed
+    assert after | old_costs == after  # the upgrade reads as the read-only view did
+    assert after["total_cost_sats"] == 3.822  # never mixed with what was possibly billed
     assert (after["possibly_billed_sats"], after["possibly_billed_requests"]) == (2.5, 1)
     assert rows(path, "SELECT * FROM token_ratios") == [("default", "gpt-4o", 0.5, 4)]
 
@@ -235,7 +285,8 @@ def test_newer_database_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixt
 def test_records_are_written_with_every_column(store: Store) -> None:
     r1 = record(
         streaming=True,
-        cost_msats=1234,
+        cost_msats=1200,
+        computed_cost_msats=1234,
         provider_cost_msats=1200,
         ttft_ms=12,
         stream_duration_ms=300,
@@ -266,7 +317,7 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         1,
         10,
         20,
-        1.234,
+        1.2,
         1.2,
         42,
         12,
@@ -276,6 +327,7 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         None,
         3,
         None,
+        1.234,
     )
     assert got[1][1] == r2.request_id
     assert got[1][4:6] == (None, None)
@@ -659,7 +711,8 @@ def test_requests_row_shape(tmp_path: Path) -> None:
     s = Store.open(path)
     ok = record(
         streaming=True,
-        cost_msats=1500,
+        cost_msats=1499,
+        computed_cost_msats=1500,
         provider_cost_msats=1499,
         stream_duration_ms=900,
         latency_ms=1000,
@@ -688,12 +741,24 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         "streaming": True,
         "success": True,
         "tokens": {"input": 10, "output": 20},
-        "cost": {"sats": 1.5, "provider_sats": 1.499, "possibly_billed_sats": None},
+        "cost": {
+            "sats": 1.499,
+            "computed_sats": 1.5,
+            "provider_sats": 1.499,
+            "source": "provider",
+            "possibly_billed_sats": None,
+        },
         "timing": {"latency_ms": 1000, "stream_duration_ms": 900},
         "error": None,
     }
     assert second["error"] == {"status": 504, "message": "boom"}
-    assert second["cost"] == {"sats": None, "provider_sats": None, "possibly_billed_sats": 0.25}
+    assert second["cost"] == {
+        "sats": None,
+        "computed_sats": None,
+        "provider_sats": None,
+        "source": None,
+        "possibly_billed_sats": 0.25,
+    }
     assert second["success"] is False and second["streaming"] is False
     conn = open_readonly(path)
     assert as_json(query_requests(conn, RequestsQuery(page=3)))["data"] == []

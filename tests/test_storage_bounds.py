@@ -74,8 +74,13 @@ def stored(path: str, sql: str) -> list[tuple[Any, ...]]:
 
 HOSTILE_ROWS: list[dict[str, object]] = [
     {"cost_sats": 1e27, "success": 1},  # two of these made every /v1/stats a 503
-    {"cost_sats": 1e27, "possibly_billed_sats": 1e27},
-    {"cost_sats": float("inf"), "provider_cost_sats": 1e30, "possibly_billed_sats": 1e27},
+    {"cost_sats": 1e27, "possibly_billed_sats": 1e27, "computed_cost_sats": 1e27},
+    {
+        "cost_sats": float("inf"),
+        "computed_cost_sats": -1.0,
+        "provider_cost_sats": 1e30,
+        "possibly_billed_sats": 1e27,
+    },
     {"cost_sats": -5.0, "provider_cost_sats": -1.0},
     {"cost_sats": "a lot", "input_tokens": "many"},
     {"input_tokens": HUGE - 1, "output_tokens": HUGE - 1},
@@ -86,7 +91,10 @@ HOSTILE_ROWS: list[dict[str, object]] = [
 
 
 def test_stats_and_requests_survive_hostile_rows_and_stay_exact(path: str) -> None:
-    innocent = [record(cost_msats=1001 + i, provider_cost_msats=1000) for i in range(20)]
+    innocent = [
+        record(cost_msats=1001 + i, computed_cost_msats=990 + i, provider_cost_msats=1001 + i)
+        for i in range(20)
+    ]
     innocent[3].possibly_billed_msats = 777
     s = Store.open(path)
     for r in innocent:
@@ -110,7 +118,13 @@ def test_stats_and_requests_survive_hostile_rows_and_stay_exact(path: str) -> No
     page = as_json(read_requests(path, RequestsQuery(per_page=100, sort="cost_sats")))
     assert page["total"] == 20 + len(HOSTILE_ROWS)
     raw = {d["request_id"]: d for d in page["data"] if d["request_id"].startswith("raw-")}
-    unknown = {"sats": None, "provider_sats": None, "possibly_billed_sats": None}
+    unknown = {
+        "sats": None,
+        "computed_sats": None,
+        "provider_sats": None,
+        "source": None,
+        "possibly_billed_sats": None,
+    }
     assert raw["raw-1"]["cost"] == raw["raw-2"]["cost"] == raw["raw-3"]["cost"] == unknown
     assert raw["raw-4"]["tokens"] == {"input": None, "output": None}
     assert raw["raw-5"]["tokens"] == {"input": None, "output": None}

@@ -17,11 +17,12 @@ MAX_TOKENS = 10**9  # per count per request; a larger count is a provider bug, n
 
 @dataclass(slots=True)
 class RequestRecord:
-    """One chat request. Money is in integer millisats: ``cost_msats`` is arbstr's cost from
-    the token usage, ``provider_cost_msats`` what the provider said it charged, and
+    """One chat request. Money is in integer millisats: ``cost_msats`` is what the user pays,
+    ``provider_cost_msats`` (what the provider said it charged) when it said so, else
+    ``computed_cost_msats`` (arbstr's cost from the token usage and the rates); and
     ``possibly_billed_msats`` the estimated cost of a request that may have been billed
-    although no usage came back (read timeout, client disconnect, interrupted stream); such
-    a request has ``cost_msats = None``."""
+    although nothing says what it cost (read timeout, client disconnect, interrupted stream),
+    never part of ``cost_msats``."""
 
     request_id: str
     timestamp: str  # ISO 8601 UTC
@@ -41,6 +42,7 @@ class RequestRecord:
     error_message: str | None
     attempts: int = 1
     possibly_billed_msats: int | None = None
+    computed_cost_msats: int | None = None
 
 
 class RecordSink(Protocol):

@@ -42,9 +42,9 @@ def stats_table(result: Stats, group_by: str | None) -> Table:
     costs = result.costs
     if costs.possibly_billed_requests:
         caption += (
-            f"\npossibly billed without a usage (timeouts, disconnects, broken streams):"
-            f" {costs.possibly_billed_requests:,} request(s), about"
-            f" {costs.possibly_billed_sats:,.3f} sats, not in the sats column"
+            f"\npossibly billed, not in the sats column: {costs.possibly_billed_requests:,}"
+            f" request(s), about {costs.possibly_billed_sats:,.3f} sats\n(timeouts,"
+            " disconnects, cut streams: a node may bill them in full)"
         )
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -67,34 +67,41 @@ def stats_table(result: Stats, group_by: str | None) -> Table:
 
 
 def provider_cost_table(result: Stats) -> Table | None:
-    """Per provider: arbstr's computed cost next to what the provider reported charging,
-    over the requests where it reported a cost. None when no provider reported any."""
+    """Per provider, over its requests with both figures: what it charged next to what
+    arbstr computed from its advertised prices, dearest surprise first; an overcharging
+    provider's row is red and marked. None when no request has both. Fits 80 columns."""
     groups = result.groups or {}
-    rows = [(n, g.costs) for n, g in sorted(groups.items()) if g.costs.provider_reported_requests]
+    rows = [(n, g.costs.charged_vs_computed) for n, g in groups.items()]
+    rows = [(n, c) for n, c in rows if c.requests]
     if not rows:
         return None
+    rows.sort(key=lambda nc: (-nc[1].diff_sats, nc[0]))
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
-        title="charged by the provider vs computed by arbstr",
-        caption="diff > 0: the provider charged more than its advertised prices imply",
+        title="charged by the provider vs computed by arbstr (sats)",
+        caption=(
+            "over the requests where the provider reported its charge;\n"
+            "! = charged more than its advertised prices imply"
+        ),
     )
-    table.add_column("provider", no_wrap=True)
-    for col in ("reqs", "computed sats", "provider sats", "diff sats"):
+    table.add_column("provider", overflow="fold", max_width=24)
+    for col in ("reqs", "charged", "computed", "diff", "diff %"):
         table.add_column(col, justify="right", no_wrap=True)
-    for name, k in rows:
-        provider_sats = k.total_provider_cost_sats or 0.0
-        diff = k.provider_cost_diff_sats or 0.0
-        computed = provider_sats - diff
-        style = "red" if diff > 0 else None
+    table.add_column("", no_wrap=True)
+    for name, c in rows:
+        over = c.diff_sats > 0
+        pct = f"{c.diff_sats / c.computed_sats * 100:+,.1f}%" if c.computed_sats else "-"
         table.add_row(
             escape(name),
-            _num(k.provider_reported_requests),
-            _num(computed, 3),
-            _num(provider_sats, 3),
-            f"{diff:+,.3f}",
-            style=style,
+            _num(c.requests),
+            _num(c.charged_sats, 3),
+            _num(c.computed_sats, 3),
+            f"{c.diff_sats:+,.3f}",
+            pct,
+            "!" if over else "",
+            style="bold red" if over else None,
         )
     return table
 

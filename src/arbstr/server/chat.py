@@ -25,7 +25,6 @@ from arbstr.errors import (
     MethodNotAllowed,
 )
 from arbstr.logs import log_request
-from arbstr.money import format_msats
 from arbstr.routing import (
     Candidate,
     Route,
@@ -35,6 +34,7 @@ from arbstr.routing import (
     route,
     select_policy,
 )
+from arbstr.server.charge import Charge
 from arbstr.server.delivery import SSE_HEADERS, TrackedSend, error_event, trailer_event
 from arbstr.server.disconnect import DisconnectWatch
 from arbstr.server.exchange import Exchange
@@ -50,7 +50,15 @@ from arbstr.server.http import (
     send_error,
 )
 from arbstr.server.ids import iso_now, new_request_id
-from arbstr.server.outcome import Outcome, billed_estimate, failed, record_of, stream_cost, tokens
+from arbstr.server.outcome import (
+    Outcome,
+    add_msats,
+    billed_estimate,
+    failed,
+    record_of,
+    stream_cost,
+    tokens,
+)
 from arbstr.server.streaming import relay_stream
 from arbstr.upstream import (
     AttemptFailed,
@@ -213,30 +221,35 @@ class ChatHandler:
         cand, reply = delivered
         ex.attempts.in_flight = False
         in_tok, out_tok = tokens(reply.usage, ex.est_input_tokens, None)
-        msats = cost_msats(cand.rates, in_tok, out_tok)
+        usage = reply.usage
+        charge = Charge(
+            cost_msats(cand.rates, in_tok, out_tok),
+            provider_cost_msats(
+                usage,
+                reply.routstr_cost_msats,
+                provider=cand.provider.name,
+                request_id=ex.request_id,
+            ),
+        )
         latency = ex.elapsed_ms()
         overhead = max(0.0, latency - ex.attempts.waited_s * 1000.0)
         headers = ex.headers()
         headers.append((b"content-type", reply.content_type.encode("latin-1")))
-        headers.append((b"x-arbstr-cost-sats", format_msats(msats).encode()))
+        headers += charge.headers()
         headers.append((b"x-arbstr-latency-ms", f"{latency:.2f}".encode()))
         headers.append((b"x-arbstr-overhead-ms", f"{overhead:.2f}".encode()))
         watch.stop()
         await send_bytes(send, reply.status, self.redact.bytes(reply.body), headers)
-        usage = reply.usage
         if usage is not None and usage.prompt_tokens and usage.completion_tokens is not None:
             gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
-        provider_cost = provider_cost_msats(
-            usage, reply.routstr_cost_msats, provider=cand.provider.name, request_id=ex.request_id
-        )
         self._record(
             ex,
             Outcome(
                 True,
                 input_tokens=in_tok,
                 output_tokens=out_tok,
-                cost_msats=msats,
-                provider_cost_msats=provider_cost,
+                charge=charge,
+                possibly_billed_msats=billed_estimate(ex, prep.route),  # earlier attempts
             ),
         )
 
@@ -250,12 +263,21 @@ class ChatHandler:
         if delivered is None:
             return
         cand, sr = delivered
-        told: list[int] = []  # the cost the trailer told the client, in msats
+        told: list[Charge] = []  # the charge the trailer told the client
         first_byte_at = time.perf_counter()  # the response starts now
 
+        def reported(relay: StreamRelay) -> int | None:
+            return provider_cost_msats(
+                relay.usage,
+                sr.routstr_cost_msats,
+                provider=cand.provider.name,
+                request_id=ex.request_id,
+            )
+
         def trailer(relay: StreamRelay) -> bytes:
+            # built at [DONE], after the final usage chunk with the provider's figure
             in_tok, out_tok = tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
-            told.append(cost_msats(cand.rates, in_tok, out_tok))
+            told.append(Charge(cost_msats(cand.rates, in_tok, out_tok), reported(relay)))
             now = time.perf_counter()
             return trailer_event(
                 chunk_id=relay.last_id or f"arbstr-{ex.request_id}",
@@ -264,7 +286,7 @@ class ChatHandler:
                 model=ex.model,
                 policy=ex.policy,
                 tokens=(in_tok, out_tok),
-                cost_sats=told[0] / 1000,
+                cost=told[0].trailer_fields(),
                 latency_ms=(now - ex.started) * 1000.0,
                 ttft_ms=(first_byte_at - ex.started) * 1000.0,
             )
@@ -286,6 +308,9 @@ class ChatHandler:
                 redact=self.redact.bytes,
                 before_last_send=watch.stop,
             )
+        except asyncio.CancelledError:  # the client left: the node still bills it all
+            ex.relayed_output_tokens = tokens(relay.usage, 0, relay.content_chunks)[1]
+            raise
         finally:
             sr.close()
         ex.attempts.in_flight = False  # (still set if the client left: the node bills a cut stream)
@@ -300,18 +325,13 @@ class ChatHandler:
             gw.health.record_failure(cand.provider.name)
         elif relay.usage is not None and relay.usage.prompt_tokens:
             gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
-        cost, billed = stream_cost(
+        charge, billed = stream_cost(
             told[0] if told else None,
             relay.usage is not None,
+            reported(relay) if not told else None,
             cand.rates,
             (in_tok, out_tok),
-            max(ex.est_output_tokens, relay.content_chunks),
-        )
-        provider_cost = provider_cost_msats(
-            relay.usage,
-            sr.routstr_cost_msats,
-            provider=cand.provider.name,
-            request_id=ex.request_id,
+            ex.est_output_tokens,
         )
         self._record(
             ex,
@@ -319,9 +339,8 @@ class ChatHandler:
                 success,
                 input_tokens=in_tok,
                 output_tokens=out_tok,
-                cost_msats=cost,
-                provider_cost_msats=provider_cost,
-                possibly_billed_msats=billed,
+                charge=charge,
+                possibly_billed_msats=add_msats(billed, billed_estimate(ex, prep.route)),
                 ttft_ms=(first_byte_at - ex.started) * 1000.0,
                 stream_duration_ms=(now - first_byte_at) * 1000.0,
                 error_status=None if success else 502,

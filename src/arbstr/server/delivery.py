@@ -4,7 +4,7 @@ error events, and a ``send`` that remembers how far the response got."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import msgspec
@@ -48,11 +48,12 @@ def trailer_event(
     model: str,
     policy: str | None,
     tokens: tuple[int, int],
-    cost_sats: float | None,
+    cost: Mapping[str, object],
     latency_ms: float,
     ttft_ms: float | None,
 ) -> bytes:
-    """arbstr's chunk before ``data: [DONE]``: OpenAI-chunk-shaped, ``choices`` empty."""
+    """arbstr's chunk before ``data: [DONE]``: OpenAI-chunk-shaped, ``choices`` empty;
+    ``cost`` holds ``cost_sats`` and its parts (``Charge.trailer_fields``)."""
     payload: dict[str, Any] = {
         "id": chunk_id,
         "object": "chat.completion.chunk",
@@ -66,7 +67,7 @@ def trailer_event(
             "policy": policy,
             "input_tokens": tokens[0],
             "output_tokens": tokens[1],
-            "cost_sats": cost_sats,
+            **cost,
             "latency_ms": round(latency_ms, 2),
             "ttft_ms": None if ttft_ms is None else round(ttft_ms, 2),
         },

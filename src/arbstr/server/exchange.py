@@ -33,6 +33,7 @@ class Exchange:
     est_input_tokens: int = 0
     est_output_tokens: int = 0
     candidate: Candidate | None = None  # the one being (or last) tried
+    relayed_output_tokens: int = 0  # of a stream the client left: what it got so far
     recorded: bool = False  # its row has been written
     attempts: AttemptLog = field(default_factory=AttemptLog)
 

@@ -8,6 +8,7 @@ from arbstr.money import Rates
 from arbstr.records import RequestRecord
 from arbstr.redact import Redactor
 from arbstr.routing import Route, cost_msats
+from arbstr.server.charge import Charge
 from arbstr.server.exchange import Exchange
 from arbstr.upstream import Usage
 
@@ -17,8 +18,7 @@ class Outcome:
     success: bool
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_msats: int | None = None
-    provider_cost_msats: int | None = None
+    charge: Charge | None = None  # what the request cost: reported and computed figures
     possibly_billed_msats: int | None = None
     ttft_ms: float | None = None
     stream_duration_ms: float | None = None
@@ -47,38 +47,45 @@ def tokens(usage: Usage | None, est_input: int, content_chunks: int | None) -> t
 
 
 def stream_cost(
-    told_msats: int | None,
+    told: Charge | None,
     has_usage: bool,
+    provider_msats: int | None,
     rates: Rates,
     used: tuple[int, int],
     est_output_tokens: int,
-) -> tuple[int | None, int | None]:
-    """A stream's ``(cost_msats, possibly_billed_msats)``: the cost the trailer told the client;
-    without a trailer (the stream was cut), the cost of the usage the upstream sent, if any;
-    with neither, no cost but the estimate as possibly billed (the node may bill it in full)."""
-    if told_msats is not None:
-        return told_msats, None
+) -> tuple[Charge, int | None]:
+    """A stream's ``(charge, possibly_billed_msats)``: the charge the trailer told the client;
+    without a trailer (the stream was cut), the usage the upstream sent, if any, priced, next
+    to the provider's reported charge; with neither a usage nor a reported charge, none but
+    the estimate as possibly billed: the node reads its upstream to the end and bills the
+    whole answer, so the larger of ``est_output_tokens`` and the tokens relayed so far."""
+    if told is not None:
+        return told, None
     in_tok, out_tok = used
     if has_usage:
-        return cost_msats(rates, in_tok, out_tok), None
-    return None, cost_msats(rates, in_tok, est_output_tokens)
+        return Charge(cost_msats(rates, in_tok, out_tok), provider_msats), None
+    if provider_msats is not None:
+        return Charge(None, provider_msats), None
+    return Charge(None, None), cost_msats(rates, in_tok, max(est_output_tokens, out_tok))
 
 
 def billed_estimate(ex: Exchange, route: Route | None = None) -> int | None:
     """What the request may have cost without a usage to say so: the routing estimate for each
-    attempt that may have been billed (timed out, or answered unreadably) and for the one an
-    upstream may still be working on."""
+    attempt that may have been billed (timed out, or answered unreadably), and for the one an
+    upstream may still be working on, which is billed in full: at least the output tokens
+    already relayed of a stream the client left."""
     by_name = {c.provider.name: c for c in route.candidates} if route is not None else {}
     billed = [by_name[n] for n in ex.attempts.billed if n in by_name]
+    est_in, est_out = ex.est_input_tokens, ex.est_output_tokens
+    total = sum(cost_msats(c.rates, est_in, est_out) for c in billed)
     if ex.attempts.in_flight and ex.candidate is not None:
-        billed.append(ex.candidate)
-    if not billed:
-        return None
-    return sum(cost_msats(c.rates, ex.est_input_tokens, ex.est_output_tokens) for c in billed)
+        relayed = max(est_out, ex.relayed_output_tokens)
+        return total + cost_msats(ex.candidate.rates, est_in, relayed)
+    return total if billed else None
 
 
 def record_of(ex: Exchange, o: Outcome, redact: Redactor) -> RequestRecord:
-    message = o.error_message
+    message, charge = o.error_message, o.charge
     return RequestRecord(
         request_id=ex.request_id,
         timestamp=ex.timestamp,
@@ -88,8 +95,8 @@ def record_of(ex: Exchange, o: Outcome, redact: Redactor) -> RequestRecord:
         streaming=ex.streaming,
         input_tokens=o.input_tokens,
         output_tokens=o.output_tokens,
-        cost_msats=o.cost_msats,
-        provider_cost_msats=o.provider_cost_msats,
+        cost_msats=None if charge is None else charge.msats,
+        provider_cost_msats=None if charge is None else charge.provider_msats,
         latency_ms=round(ex.elapsed_ms()),
         ttft_ms=None if o.ttft_ms is None else round(o.ttft_ms),
         stream_duration_ms=None if o.stream_duration_ms is None else round(o.stream_duration_ms),
@@ -98,4 +105,12 @@ def record_of(ex: Exchange, o: Outcome, redact: Redactor) -> RequestRecord:
         error_message=None if message is None else redact.text(message),
         attempts=max(1, ex.attempts.tried),
         possibly_billed_msats=o.possibly_billed_msats,
+        computed_cost_msats=None if charge is None else charge.computed_msats,
     )
+
+
+def add_msats(a: int | None, b: int | None) -> int | None:
+    """Two optional amounts added (None only when both are None)."""
+    if a is None:
+        return b
+    return a if b is None else a + b

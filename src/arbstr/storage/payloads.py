@@ -18,17 +18,30 @@ class Counts(msgspec.Struct):
     streaming: int
 
 
+class Compared(msgspec.Struct):
+    """The requests with both a provider-reported charge and arbstr's computed cost: what
+    was charged against what the advertised prices imply (``diff_sats`` > 0: charged more)."""
+
+    requests: int
+    charged_sats: float
+    computed_sats: float
+    diff_sats: float
+
+
 class Costs(msgspec.Struct):
+    # what the users paid: the provider's reported charge where it reported one, else
+    # arbstr's computed cost; and arbstr's computed cost alone, where it could compute one
     total_cost_sats: float
+    computed_cost_sats: float
     total_input_tokens: int
     total_output_tokens: int
-    # what providers said they charged, over the requests where they said it, and how far
-    # that is from arbstr's own cost for those requests (positive: the node charged more)
+    # requests where the provider reported its charge, and the sum of those charges
     provider_reported_requests: int
     total_provider_cost_sats: float | None
-    provider_cost_diff_sats: float | None
-    # estimated cost of requests that may have been billed without a usage (timeouts,
-    # disconnects, interrupted streams); never part of total_cost_sats
+    provider_cost_diff_sats: float | None  # charged_vs_computed.diff_sats (None: none)
+    charged_vs_computed: Compared
+    # estimated cost of requests that may have been billed although nothing says what they
+    # cost (timeouts, disconnects, interrupted streams); never part of total_cost_sats
     possibly_billed_sats: float
     possibly_billed_requests: int
 
@@ -62,8 +75,10 @@ class Tokens(msgspec.Struct):
 
 
 class Cost(msgspec.Struct):
-    sats: float | None
+    sats: float | None  # what the user paid: provider_sats when reported, else computed_sats
+    computed_sats: float | None
     provider_sats: float | None
+    source: str | None  # "provider", "computed", or None when neither is known
     possibly_billed_sats: float | None
 
 

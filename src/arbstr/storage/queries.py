@@ -21,6 +21,7 @@ from typing import Any
 from arbstr.errors import DatabaseUnavailable
 from arbstr.storage.params import GROUP_BY, NO_KEY, ORDERS, SORTS, RequestsQuery, StatsQuery
 from arbstr.storage.payloads import (
+    Compared,
     Cost,
     Costs,
     Counts,
@@ -53,38 +54,46 @@ from arbstr.storage.schema import SchemaTooNew, check_not_newer, user_version
 _BOUNDED = f"""
     success = 1 AS ok, streaming = 1 AS st, latency_ms,
     {msats_sql("cost_sats")} AS c,
+    {msats_sql("computed_cost_sats")} AS cc,
     {msats_sql("provider_cost_sats")} AS pc,
     {msats_sql("possibly_billed_sats")} AS pb,
     {tokens_sql("input_tokens")} AS ti,
     {tokens_sql("output_tokens")} AS tout
 """
+_BOTH = "CASE WHEN pc IS NOT NULL AND cc IS NOT NULL THEN"  # charged and computed both known
 _AGGREGATES = f"""
     COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(st), 0),
-    {exact_sum("c")}, {exact_sum("ti")}, {exact_sum("tout")},
+    {exact_sum("c")}, {exact_sum("cc")}, {exact_sum("ti")}, {exact_sum("tout")},
     AVG(CASE WHEN ok THEN latency_ms END),
-    COUNT(pc), {exact_sum("pc")}, {exact_sum("CASE WHEN pc IS NOT NULL THEN c END")},
+    COUNT(pc), {exact_sum("pc")},
+    COUNT({_BOTH} 1 END), {exact_sum(f"{_BOTH} pc END")}, {exact_sum(f"{_BOTH} cc END")},
     COUNT(pb), {exact_sum("pb")}
 """
 
 
 def _group(agg: Iterator[Any], p50: int | None, p95: int | None) -> GroupStats:
     total, success, streaming = int(next(agg)), int(next(agg)), int(next(agg))
-    msats, tokens_in, tokens_out = take_sum(agg), take_sum(agg), take_sum(agg)
+    msats, computed_msats = take_sum(agg), take_sum(agg)
+    tokens_in, tokens_out = take_sum(agg), take_sum(agg)
     avg = next(agg)
-    reported, provider_msats, computed_where_reported = int(next(agg)), take_sum(agg), take_sum(agg)
+    reported, provider_msats = int(next(agg)), take_sum(agg)
+    compared, charged_both, computed_both = int(next(agg)), take_sum(agg), take_sum(agg)
     possibly_billed, possibly_billed_msats = int(next(agg)), take_sum(agg)
     return GroupStats(
         Counts(total, success, total - success, streaming),
         Costs(
             total_cost_sats=msats / 1000,
+            computed_cost_sats=computed_msats / 1000,
             total_input_tokens=tokens_in,
             total_output_tokens=tokens_out,
-            # what providers said they charged (Routstr usage.cost / X-Routstr-Cost-Msats),
-            # and that minus arbstr's own cost for the same requests
             provider_reported_requests=reported,
             total_provider_cost_sats=provider_msats / 1000 if reported else None,
-            provider_cost_diff_sats=(
-                (provider_msats - computed_where_reported) / 1000 if reported else None
+            provider_cost_diff_sats=(charged_both - computed_both) / 1000 if compared else None,
+            charged_vs_computed=Compared(
+                requests=compared,
+                charged_sats=charged_both / 1000,
+                computed_sats=computed_both / 1000,
+                diff_sats=(charged_both - computed_both) / 1000,
             ),
             possibly_billed_sats=possibly_billed_msats / 1000,
             possibly_billed_requests=possibly_billed,
@@ -145,7 +154,8 @@ def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
 
 _REQUEST_COLUMNS = """
     id, request_id, timestamp, model, provider, policy, streaming, success, input_tokens,
-    output_tokens, cost_sats, provider_cost_sats, possibly_billed_sats, latency_ms,
+    output_tokens, cost_sats, computed_cost_sats, provider_cost_sats, possibly_billed_sats,
+    latency_ms,
     stream_duration_ms, error_status, error_message
 """
 
@@ -163,6 +173,7 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         tokens_in,
         tokens_out,
         cost,
+        computed_cost,
         provider_cost,
         possibly_billed,
         latency,
@@ -181,9 +192,21 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         streaming=bool(streaming),
         success=ok,
         tokens=Tokens(stored_tokens(tokens_in), stored_tokens(tokens_out)),
-        cost=Cost(stored_sats(cost), stored_sats(provider_cost), stored_sats(possibly_billed)),
+        cost=_cost(cost, computed_cost, provider_cost, possibly_billed),
         timing=Timing(stored_int(latency), stored_int(duration)),
         error=None if ok else RowError(stored_int(err_status), err_message),
+    )
+
+
+def _cost(cost: object, computed: object, provider: object, possibly_billed: object) -> Cost:
+    sats, provider_sats = stored_sats(cost), stored_sats(provider)
+    source = "provider" if provider_sats is not None else None if sats is None else "computed"
+    return Cost(
+        sats=sats,
+        computed_sats=stored_sats(computed),
+        provider_sats=provider_sats,
+        source=source,
+        possibly_billed_sats=stored_sats(possibly_billed),
     )
 
 
@@ -242,16 +265,25 @@ def open_readonly(path: str) -> sqlite3.Connection:
     return conn
 
 
-# Columns that later migrations added, per schema version. In a log not yet upgraded (the
-# CLI reads a file that no newer `arbstr serve` has opened) they read as NULL.
-_ADDED_COLUMNS = {2: ("possibly_billed_sats",)}
+# What later migrations changed, for a log not yet upgraded (the CLI reads a file that no
+# newer `arbstr serve` has opened): (version, column, how a row of an older schema reads as
+# that version would have stored it), as the migrations themselves do it.
+_UPGRADED_COLUMNS = (
+    (2, "possibly_billed_sats", "NULL"),
+    (3, "computed_cost_sats", "cost_sats"),
+    (3, "cost_sats", "COALESCE(provider_cost_sats, cost_sats)"),
+)
 
 
 def _columns_of_older_schemas(conn: sqlite3.Connection, version: int) -> None:
-    missing = [c for v, cols in _ADDED_COLUMNS.items() if version < v for c in cols]
-    if missing:  # a TEMP view shadows the table for this connection only; the file is untouched
-        extra = ", ".join(f"NULL AS {c}" for c in missing)
-        conn.execute(f"CREATE TEMP VIEW requests AS SELECT *, {extra} FROM main.requests")  # noqa: S608
+    changed = {col: expr for v, col, expr in _UPGRADED_COLUMNS if version < v}
+    if not changed:
+        return
+    stored = [str(row[1]) for row in conn.execute("PRAGMA main.table_info(requests)")]
+    select = [f"{changed.pop(c)} AS {c}" if c in changed else c for c in stored]
+    select += [f"{expr} AS {col}" for col, expr in changed.items()]
+    # a TEMP view shadows the table for this connection only; the file is untouched
+    conn.execute(f"CREATE TEMP VIEW requests AS SELECT {', '.join(select)} FROM main.requests")  # noqa: S608
 
 
 def read_stats(path: str, q: StatsQuery) -> Stats:
