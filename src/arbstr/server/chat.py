@@ -50,7 +50,15 @@ from arbstr.server.http import (
     send_error,
 )
 from arbstr.server.ids import iso_now, new_request_id
-from arbstr.server.outcome import Outcome, billed_estimate, failed, record_of, stream_cost, tokens
+from arbstr.server.outcome import (
+    Outcome,
+    billed_estimate,
+    cached_tokens,
+    failed,
+    record_of,
+    stream_cost,
+    tokens,
+)
 from arbstr.server.streaming import relay_stream
 from arbstr.upstream import (
     AttemptFailed,
@@ -65,9 +73,16 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Prepared:
-    body: bytes  # what goes upstream
+    body: bytes  # what goes upstream (to candidates that list the route's model)
     request: ChatRequest
     route: Route
+    original: bytes  # the client's body
+
+    def body_for(self, c: Candidate) -> bytes:
+        """The body for ``c``: with the model as that provider lists it."""
+        if c.model == self.route.model:
+            return self.body
+        return upstream_body(self.original, self.request, c.model)
 
 
 class ChatHandler:
@@ -150,7 +165,7 @@ class ChatHandler:
         r = route(gw.prices.providers, rule, req.model, in_tokens, out_tokens, gw.health.latency_ms)
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
-        return Prepared(upstream_body(body, req, r.model), req, r)
+        return Prepared(upstream_body(body, req, r.model), req, r, body)
 
     async def _attempts(
         self,
@@ -168,7 +183,8 @@ class ChatHandler:
         timeout_cap = gw.config.server.request_timeout_s
 
         async def attempt(c: Candidate, remaining: float) -> T:
-            return await call(c.provider, prep.body, ex.request_id, min(timeout_cap, remaining))
+            body = prep.body_for(c)
+            return await call(c.provider, body, ex.request_id, min(timeout_cap, remaining))
 
         try:
             return await run_with_retries(
@@ -213,7 +229,7 @@ class ChatHandler:
         cand, reply = delivered
         ex.attempts.in_flight = False
         in_tok, out_tok = tokens(reply.usage, ex.est_input_tokens, None)
-        msats = cost_msats(cand.rates, in_tok, out_tok)
+        msats = cost_msats(cand.rates, in_tok, out_tok, cached_tokens(reply.usage))
         latency = ex.elapsed_ms()
         overhead = max(0.0, latency - ex.attempts.waited_s * 1000.0)
         headers = ex.headers()
@@ -255,7 +271,7 @@ class ChatHandler:
 
         def trailer(relay: StreamRelay) -> bytes:
             in_tok, out_tok = tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
-            told.append(cost_msats(cand.rates, in_tok, out_tok))
+            told.append(cost_msats(cand.rates, in_tok, out_tok, cached_tokens(relay.usage)))
             now = time.perf_counter()
             return trailer_event(
                 chunk_id=relay.last_id or f"arbstr-{ex.request_id}",
@@ -306,6 +322,7 @@ class ChatHandler:
             cand.rates,
             (in_tok, out_tok),
             max(ex.est_output_tokens, relay.content_chunks),
+            cached_tokens(relay.usage),
         )
         provider_cost = provider_cost_msats(
             relay.usage,
@@ -365,6 +382,7 @@ class ChatHandler:
 
 def _set_candidate(ex: Exchange, c: Candidate) -> None:
     ex.candidate = c
+    ex.model = c.model  # as this provider lists it
 
 
 def _rid(ex: Exchange) -> dict[str, str]:

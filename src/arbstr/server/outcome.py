@@ -46,12 +46,19 @@ def tokens(usage: Usage | None, est_input: int, content_chunks: int | None) -> t
     return in_tok, out_tok
 
 
+def cached_tokens(usage: Usage | None) -> int:
+    """Prompt tokens the provider says it read from its cache (priced at the cache rate)."""
+    cached = usage.cached_tokens if usage is not None else None
+    return cached or 0
+
+
 def stream_cost(
     told_msats: int | None,
     has_usage: bool,
     rates: Rates,
     used: tuple[int, int],
     est_output_tokens: int,
+    cached: int = 0,
 ) -> tuple[int | None, int | None]:
     """A stream's ``(cost_msats, possibly_billed_msats)``: the cost the trailer told the client;
     without a trailer (the stream was cut), the cost of the usage the upstream sent, if any;
@@ -60,7 +67,7 @@ def stream_cost(
         return told_msats, None
     in_tok, out_tok = used
     if has_usage:
-        return cost_msats(rates, in_tok, out_tok), None
+        return cost_msats(rates, in_tok, out_tok, cached), None
     return None, cost_msats(rates, in_tok, est_output_tokens)
 
 
