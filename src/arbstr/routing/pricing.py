@@ -27,11 +27,14 @@ def cost_msats(
     """
     den = rates.den
     num = input_tokens * rates.input_n + output_tokens * rates.output_n + rates.fee_n
-    if cached_tokens or cache_write_tokens:
-        cached = min(max(cached_tokens, 0), max(input_tokens, 0))
-        written = min(max(cache_write_tokens, 0), max(input_tokens, 0) - cached)
-        num += cached * (rates.cache_read_n - rates.input_n)
-        num += written * (rates.cache_write_n - rates.input_n)
+    if cached_tokens or cache_write_tokens:  # each clamped to the prompt tokens left
+        room = input_tokens if input_tokens > 0 else 0
+        c = cached_tokens
+        c = c if 0 <= c <= room else (room if c > 0 else 0)
+        room -= c
+        w = cache_write_tokens
+        w = w if 0 <= w <= room else (room if w > 0 else 0)
+        num += c * (rates.cache_read_n - rates.input_n) + w * (rates.cache_write_n - rates.input_n)
     return (2 * num + den) // (2 * den)
 
 
