@@ -84,6 +84,7 @@ class Completion:
     delay_s: float = 0.0  # before anything is sent
     headers: Mapping[str, str] = field(default_factory=dict)
     usage_cost_msats: int | None = None  # adds usage.cost(_sats) and X-Routstr-Cost-Msats
+    cached_tokens: int | None = None  # adds usage.prompt_tokens_details.cached_tokens
     model: str | None = None  # default: the request's model
     finish_reason: str = "stop"
     chunk_delay_s: float = 0.0  # streaming only: pause before each chunk after the first
@@ -175,12 +176,19 @@ def sse(data: Any) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, cost_msats: int | None) -> dict[str, Any]:
+def _usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_msats: int | None,
+    cached_tokens: int | None = None,
+) -> dict[str, Any]:
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens, "audio_tokens": 0}
     if cost_msats is not None:
         usage["cost_sats"] = cost_msats / 1000
         usage["cost"] = {"total_msats": cost_msats}
@@ -237,13 +245,14 @@ def completion_events(
     finish_reason: str = "stop",
     done: bool = True,
     id: str = "chatcmpl-fake",
+    cached_tokens: int | None = None,
 ) -> list[bytes]:
     """The SSE events of a complete streamed completion (role chunk, one per word, final)."""
     events = [sse(chunk("", role="assistant", model=model, id=id))]
     events += [sse(chunk(w, model=model, id=id)) for w in _words(content)]
     events.append(sse(chunk(finish_reason=finish_reason, model=model, id=id)))
     if include_usage:
-        usage = _usage(prompt_tokens, completion_tokens, usage_cost_msats)
+        usage = _usage(prompt_tokens, completion_tokens, usage_cost_msats, cached_tokens)
         events.append(sse(chunk(model=model, id=id, usage=usage)))
     if done:
         events.append(DONE)
@@ -259,6 +268,7 @@ def completion_json(
     usage_cost_msats: int | None = None,
     finish_reason: str = "stop",
     id: str = "chatcmpl-fake",
+    cached_tokens: int | None = None,
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` object."""
     return {
@@ -274,7 +284,7 @@ def completion_json(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": _usage(prompt_tokens, completion_tokens, usage_cost_msats),
+        "usage": _usage(prompt_tokens, completion_tokens, usage_cost_msats, cached_tokens),
         "system_fingerprint": "fp_fake",
     }
 
@@ -528,6 +538,7 @@ class FakeUpstream:
                 completion_tokens=action.completion_tokens,
                 usage_cost_msats=action.usage_cost_msats,
                 finish_reason=action.finish_reason,
+                cached_tokens=action.cached_tokens,
             )
             headers.setdefault("Content-Type", "application/json")
             return web.Response(body=_encode(body), headers=headers)
@@ -539,6 +550,7 @@ class FakeUpstream:
             include_usage=rec.include_usage,
             usage_cost_msats=action.usage_cost_msats,
             finish_reason=action.finish_reason,
+            cached_tokens=action.cached_tokens,
         )
         return await self._stream(
             request, Stream(events, chunk_delay_s=action.chunk_delay_s, headers=headers)

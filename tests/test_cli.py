@@ -39,6 +39,7 @@ base_fee = 1
 [providers.model_rates."gpt-4o-mini"]
 input_rate = 1.5
 output_rate = 6
+cache_read_rate = 0.15
 
 [[providers]]
 name = "beta-2"
@@ -235,30 +236,33 @@ def test_providers_table(cli: Cli) -> None:
     rows = {}
     for line in res.stdout.splitlines():
         cells = [c.strip() for c in line[1:-1].split("│")]
-        if line.startswith("│") and len(cells) == 9:
+        if line.startswith("│") and len(cells) == 10:
             rows[(cells[0], cells[2])] = cells
-    # provider, url, model, in/1k, out/1k, base fee, key, key source, prices; nothing cut short
+    # provider, url, model, in/1k, cached/1k, out/1k, base fee, key, key source, prices;
+    # nothing cut short
     assert rows[("alpha", "gpt-4o")] == [
         "alpha",
         "https://alpha.example/v1",
         "gpt-4o",
         "10.0",
+        "10.0",  # the cache-read rate: the input rate unless given
         "30.0",
         "1.0",
         "sk-alp…***",
         "env ${ALPHA_KEY}",
         "configured",
     ]
-    assert rows[("", "gpt-4o-mini")][3:6] == ["1.5", "6.0", "1.0"]  # per-model override
-    assert rows[("beta-2", "claude-3.5-sonnet")][3:8] == [
+    assert rows[("", "gpt-4o-mini")][3:7] == ["1.5", "0.15", "6.0", "1.0"]  # per-model override
+    assert rows[("beta-2", "claude-3.5-sonnet")][3:9] == [
+        "0.0000001",
         "0.0000001",
         "12.345678",
         "0.0",
         "sk-bet…***",
         "env ARBSTR_BETA_2_API_KEY",
     ]
-    assert rows[("gamma", "(any)")][6:8] == ["[REDACTED]", "config file (literal)"]
-    assert rows[("delta", "[bold]odd-model")][6:8] == ["(none)", "none (set ARBSTR_DELTA_API_KEY)"]
+    assert rows[("gamma", "(any)")][7:9] == ["[REDACTED]", "config file (literal)"]
+    assert rows[("delta", "[bold]odd-model")][7:9] == ["(none)", "none (set ARBSTR_DELTA_API_KEY)"]
     assert_no_secret(res.stdout, res.stderr)
 
 

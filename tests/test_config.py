@@ -247,7 +247,9 @@ def test_negative_rate_names_the_provider_index_and_field(tmp_path: Path) -> Non
     assert ">= 0" in message
 
 
-@pytest.mark.parametrize("field", ["input_rate", "output_rate", "base_fee"])
+@pytest.mark.parametrize(
+    "field", ["input_rate", "output_rate", "base_fee", "cache_read_rate", "cache_write_rate"]
+)
 def test_negative_model_rate_names_the_model(tmp_path: Path, field: str) -> None:
     text = (
         PROVIDER
@@ -671,19 +673,25 @@ provider_tables = st.lists(
             "base_fee": rate_values,
         },
         optional={
+            "cache_read_rate": rate_values,
             "models": st.lists(model_names, unique=True, max_size=4),
             "discover": st.booleans(),
             "model_rates": st.dictionaries(
                 model_names,
                 st.fixed_dictionaries(
-                    {}, optional={"input_rate": rate_values, "output_rate": rate_values}
+                    {},
+                    optional={
+                        "input_rate": rate_values,
+                        "output_rate": rate_values,
+                        "cache_read_rate": rate_values,
+                    },
                 ),
                 max_size=2,
             ),
         },
     ),
     max_size=5,
-    unique_by=lambda p: p["name"],
+    unique_by=lambda p: str(p["name"]),
 )
 
 
@@ -696,10 +704,12 @@ def test_provider_tables_round_trip_through_toml(tables: list[dict[str, Any]]) -
     assert [p.name for p in cfg.providers] == [t["name"] for t in tables]
     for p, t in zip(cfg.providers, tables, strict=True):
         assert p.url == t["url"].rstrip("/")
+        cache_read = float(t.get("cache_read_rate", t["input_rate"]))
         assert p.rates == Rates.of(
-            float(t["input_rate"]), float(t["output_rate"]), float(t["base_fee"])
+            float(t["input_rate"]), float(t["output_rate"]), float(t["base_fee"]), cache_read
         )
         assert p.rates.input_f == float(t["input_rate"])
+        assert p.rates.cache_read_f == p.rates.cache_write_f or "cache_read_rate" in t
         assert p.model_order == tuple(t.get("models", []))
         assert p.models == (frozenset(t["models"]) if t.get("models") else None)
         assert p.discover == t.get("discover", False)
@@ -708,6 +718,12 @@ def test_provider_tables_round_trip_through_toml(tables: list[dict[str, Any]]) -
             assert r.input_f == float(override.get("input_rate", t["input_rate"]))
             assert r.output_f == float(override.get("output_rate", t["output_rate"]))
             assert r.base_f == float(t["base_fee"])
+            if "cache_read_rate" in override:
+                assert r.cache_read_f == float(override["cache_read_rate"])
+            elif "input_rate" in override:  # an own input_rate: its cache rate by default
+                assert r.cache_read_f == float(override["input_rate"])
+            else:
+                assert r.cache_read_f == cache_read
 
 
 junk = st.one_of(
@@ -723,13 +739,23 @@ junk = st.one_of(
 )
 
 
-@given(value=junk, where=st.sampled_from(["input_rate", "output_rate", "base_fee", "model", "cap"]))
+@given(
+    value=junk,
+    where=st.sampled_from(
+        [
+            *("input_rate", "output_rate", "base_fee", "cache_read_rate", "cache_write_rate"),
+            *("model", "cache_model", "cap"),
+        ]
+    ),
+)
 def test_junk_rates_always_give_config_error(value: Any, where: str) -> None:
     # (None, which TOML cannot spell, means "not set" for the optional override and cap)
     provider: dict[str, Any] = {"name": "p", "url": "http://h"}
     rule: dict[str, Any] = {"name": "r"}
     if where == "model":
         provider["model_rates"] = {"m": {"output_rate": value}}
+    elif where == "cache_model":
+        provider["model_rates"] = {"m": {"cache_read_rate": value}}
     elif where == "cap":
         rule["max_sats_per_1k_output"] = value
     else:
@@ -741,6 +767,7 @@ def test_junk_rates_always_give_config_error(value: Any, where: str) -> None:
     assert message.startswith("junk.toml: ")
     expected_field = {
         "model": "providers[0].model_rates['m'].output_rate",
+        "cache_model": "providers[0].model_rates['m'].cache_read_rate",
         "cap": "policies.rules[0].max_sats_per_1k_output",
     }.get(where, f"providers[0].{where}")
     assert message.startswith(f"junk.toml: {expected_field}: "), message
@@ -762,3 +789,34 @@ def test_arbitrary_text_never_escapes_as_another_exception(text: str) -> None:
         assert str(outcome).startswith(f"{path}: ")
     else:
         assert outcome.source == str(path)
+
+
+def test_cache_rates_default_to_the_input_rate_of_their_section() -> None:
+    data = {
+        "providers": [
+            {
+                "name": "p",
+                "url": "http://h/v1",
+                "input_rate": 10,
+                "output_rate": 30,
+                "cache_read_rate": 1,
+                "model_rates": {
+                    "inherits": {"output_rate": 40},  # the provider's cache rates
+                    "own-input": {"input_rate": 4},  # cache rates default to its own input
+                    "own-cache": {"input_rate": 4, "cache_read_rate": 0.4, "cache_write_rate": 5},
+                },
+            },
+            {"name": "plain", "url": "http://h/v1", "input_rate": 3},
+        ]
+    }
+    p, plain = config_from_data(data, source="<t>", env={}).providers
+    assert (p.rates.cache_read_rate, p.rates.cache_write_rate) == (Decimal(1), Decimal(10))
+    assert p.rates_for("inherits") == Rates.of(10, 40, 0, 1, 10)
+    assert p.rates_for("own-input") == Rates.of(4, 30, 0, 4, 4)
+    assert p.rates_for("own-cache") == Rates.of(4, 30, 0, Decimal("0.4"), 5)
+    assert plain.rates == Rates.of(3, 0, 0, 3, 3)
+
+
+def test_negative_cache_rate_names_the_field(tmp_path: Path) -> None:
+    message = error_of(tmp_path, PROVIDER + "cache_write_rate = -1\n")
+    assert message.startswith("providers[0].cache_write_rate: "), message

@@ -30,8 +30,8 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbstr.config import config_from_data
-from arbstr.money import Rates
+from arbstr.config import ModelInfo, config_from_data
+from arbstr.money import MAX_MSATS, Rates
 from arbstr.routstr.discover import (
     ROUTSTR_NODE_KIND,
     Discovery,
@@ -42,7 +42,7 @@ from arbstr.routstr.discover import (
     fetch_node,
     model_base_urls,
 )
-from arbstr.routstr.models import parse_sats_pricing
+from arbstr.routstr.models import parse_models, parse_sats_pricing
 from arbstr.routstr.nostr import (
     Event,
     event_id,
@@ -71,7 +71,9 @@ def models_body(entries: list[dict[str, Any]]) -> bytes:
     return json.dumps({"object": "list", "data": entries}).encode()
 
 
-def priced(model: str, prompt: Any, completion: Any, request: Any = 0) -> dict[str, Any]:
+def priced(
+    model: str, prompt: Any, completion: Any, request: Any = 0, **pricing: Any
+) -> dict[str, Any]:
     return {
         "id": model,
         "object": "model",
@@ -80,6 +82,7 @@ def priced(model: str, prompt: Any, completion: Any, request: Any = 0) -> dict[s
             "completion": completion,
             "request": request,
             "max_cost": 123,
+            **pricing,
         },
     }
 
@@ -185,7 +188,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {
                 "/v1/models": models_body(
                     [
-                        priced("gpt-4o", 0.00005, 0.0002, 0.5),
+                        priced("gpt-4o", 0.00005, 0.0002, 0.5, input_cache_read=0.000005),
                         priced("gpt-4o-mini", "0.00002", 0.00008),
                         {"id": "llama-3-70b", "object": "model"},  # no sats_pricing: skipped
                         priced("odd", "abc", 1),  # not a number: skipped
@@ -290,22 +293,22 @@ async def test_discover_finds_verified_newest_nodes(world: World) -> None:
     assert alpha.node.about.startswith("fast")
     assert alpha.error is None
     assert alpha.url == f"http://127.0.0.1:{world.alpha}/v1"  # .onion skipped, /v1 added
-    assert alpha.models == {
-        "gpt-4o": Rates.of("0.1", "0.3", "1"),
-        "gpt-4o-mini": Rates.of("0.015", "0.06", "0"),
+    assert alpha.models == {  # sats_pricing.request is not billed: no base fee
+        "gpt-4o": Rates.of("0.1", "0.3"),
+        "gpt-4o-mini": Rates.of("0.015", "0.06"),
     }
 
     beta = by_name["Beta"]
     assert beta.url == f"http://127.0.0.1:{world.beta}/v1"  # trailing slash dropped
     assert beta.node.mints == ("https://mint0.example", "https://mint1.example")
     assert beta.models == {
-        "gpt-4o": Rates.of("0.05", "0.2", "0.5"),
-        "gpt-4o-mini": Rates.of("0.02", "0.08", "0"),
+        "gpt-4o": Rates.of("0.05", "0.2", 0, "0.005"),
+        "gpt-4o-mini": Rates.of("0.02", "0.08"),
     }
 
     gamma = by_name["gamma"]  # content not JSON: named after its d tag
     assert gamma.url == f"http://127.0.0.1:{world.gamma}"  # /v1/models 404 -> /models
-    assert gamma.models == {"claude-3.5-sonnet": Rates.of("0.3", "1.5", "0")}
+    assert gamma.models == {"claude-3.5-sonnet": Rates.of("0.3", "1.5")}
 
     delta = by_name["Delta Dead"]
     assert delta.url is None
@@ -323,8 +326,9 @@ async def test_cheapest_per_model(world: World) -> None:
     assert (gpt4o.rates.input_rate, gpt4o.rates.output_rate, gpt4o.rates.base_fee) == (
         Decimal("0.05"),
         Decimal("0.2"),
-        Decimal("0.5"),
+        Decimal(0),
     )
+    assert gpt4o.rates.cache_read_rate == Decimal("0.005")
     assert offers["gpt-4o-mini"].report.node.name == "Alpha Node"
     assert offers["claude-3.5-sonnet"].report.node.name == "gamma"
 
@@ -350,7 +354,10 @@ def test_cli_prints_tables(world: World) -> None:
     assert "Beta" in row
     assert "0.05" in row
     assert "0.2" in row
-    assert "0.5" in row
+    assert "0.005" in row  # the cache-read rate, shown as it differs from the input rate
+    assert "0.5" not in row  # sats_pricing.request: not a fee
+    mini = next(line for line in out.splitlines() if "gpt-4o-mini" in line)
+    assert mini.count("0.015") == 1  # a cache rate equal to the input rate is not repeated
     assert "\x1b[31m" not in out  # a node's text cannot drive the terminal
     assert time.monotonic() - t0 < 10
 
@@ -625,11 +632,11 @@ def test_parse_sats_pricing_converts_exactly() -> None:
         ]
     )
     rates = parse_sats_pricing(body)
-    assert rates == {
-        "a": Rates.of("0.1", "0.3", "1"),
-        "b": Rates.of("0.015", "0.0025", "0.25"),
-        "c": Rates.of(0, 0, 0),
-        "d": Rates.of("0.0001", "0.0003", 0),
+    assert rates == {  # sats_pricing.request is never billed: no base fee
+        "a": Rates.of("0.1", "0.3"),
+        "b": Rates.of("0.015", "0.0025"),
+        "c": Rates.of(0, 0),
+        "d": Rates.of("0.0001", "0.0003"),
     }
     assert str(rates["a"].input_rate) == "0.1"  # no float noise: 0.0001 * 1000, exactly
     assert rates["a"].input_rate == Decimal("0.1")
@@ -648,12 +655,82 @@ def test_parse_sats_pricing_skips_odd_entries() -> None:
         b'{"id": "nan", "sats_pricing": {"prompt": NaN, "completion": 1}},'
         b'{"id": "inf", "sats_pricing": {"prompt": "Infinity", "completion": 1}},'
         b'{"id": "huge", "sats_pricing": {"prompt": 1e400, "completion": 1}},'
-        b'{"id": "neg", "sats_pricing": {"prompt": 1, "completion": 1, "request": -1}},'
+        b'{"id": "neg", "sats_pricing": {"prompt": -1, "completion": 1}},'
         b'{"id": "obj", "sats_pricing": {"prompt": {}, "completion": 1}},'
         b'{"id": "surrogate\\ud800", "sats_pricing": {"prompt": 1, "completion": 1}},'
         b'{"id": "ok", "sats_pricing": {"prompt": " 0.5 ", "completion": 1}}]}'
     )
     assert parse_sats_pricing(body) == {"ok": Rates.of(500, 1000, 0)}
+
+
+def test_parse_models_reads_cache_rates_and_model_info() -> None:
+    body = models_body(
+        [
+            {
+                "id": "claude-3.5-sonnet",
+                "canonical_slug": "anthropic/claude-3.5-sonnet-20240620",
+                "context_length": 200000,
+                "architecture": {"input_modalities": ["text", "image", 5, "text"]},
+                "top_provider": {"context_length": 100000, "max_completion_tokens": 8192},
+                "sats_pricing": {
+                    "prompt": 0.003,
+                    "completion": "0.015",
+                    "request": 7,  # never billed: ignored
+                    "input_cache_read": 0.0003,
+                    "input_cache_write": 0.00375,
+                    "max_cost": "123.4567",
+                    "max_completion_cost": 122,
+                },
+            },
+            {  # the bare minimum: cache rates are the prompt rate, no metadata
+                "id": "plain",
+                "sats_pricing": {"prompt": 0.001, "completion": 0.002},
+                "top_provider": {"context_length": 4096.0},
+            },
+        ]
+    )
+    listing = parse_models(body)
+    assert listing.rates == {
+        "claude-3.5-sonnet": Rates.of(3, 15, 0, "0.3", "3.75"),
+        "plain": Rates.of(1, 2, 0, 1, 1),
+    }
+    assert listing.info == {
+        "claude-3.5-sonnet": ModelInfo(
+            max_cost_msats=123457,  # 123.4567 sats, rounded up to the millisat
+            max_completion_cost_msats=122000,
+            context_length=200000,
+            max_completion_tokens=8192,
+            input_modalities=("text", "image"),
+            canonical_slug="anthropic/claude-3.5-sonnet-20240620",
+        ),
+        "plain": ModelInfo(context_length=4096),  # top_provider's, when the entry has none
+    }
+
+
+def test_parse_models_ignores_odd_values_one_field_at_a_time() -> None:
+    odd: dict[str, Any] = {
+        "id": "m",
+        "canonical_slug": "bad\nslug",
+        "context_length": -5,
+        "architecture": {"input_modalities": "text"},
+        "top_provider": {"context_length": 1.5, "max_completion_tokens": True},
+        "sats_pricing": {
+            "prompt": 0.001,
+            "completion": 0.002,
+            "request": "junk",
+            "input_cache_read": -1,
+            "input_cache_write": "abc",
+            "max_cost": 1e300,
+            "max_completion_cost": [1],
+        },
+    }
+    listing = parse_models(
+        models_body([odd, {**odd, "id": "n", "top_provider": [], "architecture": 1}])
+    )
+    assert listing.rates == {"m": Rates.of(1, 2), "n": Rates.of(1, 2)}
+    assert listing.info == {"m": ModelInfo(), "n": ModelInfo()}
+    huge = {**odd, "context_length": 10**400, "canonical_slug": "x" * 300}
+    assert parse_models(models_body([huge])).info["m"] == ModelInfo()
 
 
 @pytest.mark.parametrize(
@@ -674,7 +751,14 @@ _json = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["id", "data", "sats_pricing", "prompt", "completion", "request", "k"]),
+            st.sampled_from(
+                [
+                    *("id", "data", "sats_pricing", "prompt", "completion", "request", "k"),
+                    *("input_cache_read", "input_cache_write", "max_cost", "max_completion_cost"),
+                    *("context_length", "top_provider", "max_completion_tokens", "architecture"),
+                    *("input_modalities", "canonical_slug"),
+                ]
+            ),
             inner,
             max_size=5,
         )
@@ -683,17 +767,27 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_json)
 def test_parse_sats_pricing_never_raises_on_a_model_list(doc: Any) -> None:
     body = json.dumps(doc).encode()
     is_list = isinstance(doc, list) or (isinstance(doc, dict) and isinstance(doc.get("data"), list))
     if is_list:
-        for model, rates in parse_sats_pricing(body).items():
+        listing = parse_models(body)
+        assert listing.info.keys() == listing.rates.keys()
+        for model, rates in listing.rates.items():
             assert isinstance(model, str)
             assert rates.input_rate >= 0
             assert rates.output_rate >= 0
-            assert rates.base_fee >= 0
+            assert rates.base_fee == 0
+            assert rates.cache_read_rate >= 0 and rates.cache_write_rate >= 0
+            info = listing.info[model]
+            for n in (info.context_length, info.max_completion_tokens):
+                assert n is None or (type(n) is int and 0 < n <= 10**9)
+            for m in (info.max_cost_msats, info.max_completion_cost_msats):
+                assert m is None or (type(m) is int and 0 <= m <= MAX_MSATS)
+            assert all(isinstance(x, str) for x in info.input_modalities)
+            assert info.canonical_slug is None or isinstance(info.canonical_slug, str)
     else:
         with pytest.raises(ValueError, match="not a model list"):
             parse_sats_pricing(body)
@@ -766,3 +860,36 @@ def test_render_tables_lists_nodes_and_offers() -> None:
     text = console.export_text()
     assert "[bold]Two[/]" in text  # shown literally, not as markup
     assert "0.5" in text
+
+
+_field_junk = _json | st.integers() | st.sampled_from(["1e999", "-0", "0.5", "\u0000", 10**400])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["canonical_slug", "context_length", "architecture", "top_provider", "request"]
+        ),
+        _field_junk,
+    ),
+    pricing=st.dictionaries(
+        st.sampled_from(
+            ["request", "input_cache_read", "input_cache_write", "max_cost", "max_completion_cost"]
+        ),
+        _field_junk,
+    ),
+)
+def test_odd_metadata_never_costs_the_priced_model(
+    fields: dict[str, Any], pricing: dict[str, Any]
+) -> None:
+    entry = {"id": "m", **fields, "sats_pricing": {"prompt": 0.001, "completion": 0.002, **pricing}}
+    listing = parse_models(json.dumps({"data": [entry]}).encode())
+    rates, info = listing.rates["m"], listing.info["m"]
+    assert (rates.input_rate, rates.output_rate, rates.base_fee) == (
+        Decimal(1),
+        Decimal(2),
+        Decimal(0),
+    )
+    assert info.context_length is None or 0 < info.context_length <= 10**9
+    assert info.max_cost_msats is None or 0 <= info.max_cost_msats <= MAX_MSATS

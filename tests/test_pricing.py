@@ -278,3 +278,133 @@ def test_non_finite_learned_ratio_falls_back_to_default(ratio: float) -> None:
 )
 def test_learned_ratio_estimate(input_tokens: int, ratio: float) -> None:
     assert estimate_output_tokens(None, input_tokens, ratio) == max(1, round(input_tokens * ratio))
+
+
+# --- cached prompt tokens ------------------------------------------------------------------
+
+
+def decimal_reference(
+    r: Rates, tin: int, tout: int, cached: int, written: int
+) -> Decimal:  # the bill as a node computes it, in exact Decimal arithmetic, half-up once
+    from decimal import ROUND_HALF_UP, Context
+
+    ctx = Context(prec=4000, rounding=ROUND_HALF_UP)
+    cached = min(cached, tin)
+    written = min(written, tin - cached)
+    total = ctx.add(
+        ctx.add(
+            ctx.multiply(Decimal(tin - cached - written), r.input_rate),
+            ctx.multiply(Decimal(cached), r.cache_read_rate),
+        ),
+        ctx.add(
+            ctx.multiply(Decimal(written), r.cache_write_rate),
+            ctx.multiply(Decimal(tout), r.output_rate),
+        ),
+    )
+    msats = ctx.add(total, ctx.multiply(r.base_fee, Decimal(1000)))
+    return msats.quantize(Decimal(1), context=ctx)
+
+
+cache_counts = st.integers(min_value=0, max_value=2 * 10**7)
+
+
+@given(
+    i=rates_st,
+    o=rates_st,
+    b=rates_st,
+    cr=rates_st,
+    cw=rates_st,
+    tin=tokens,
+    tout=tokens,
+    cached=cache_counts,
+    written=cache_counts,
+)
+def test_cached_cost_is_exact_against_a_decimal_reference(
+    i: Rate, o: Rate, b: Rate, cr: Rate, cw: Rate, tin: int, tout: int, cached: int, written: int
+) -> None:
+    r = Rates.of(i, o, b, cr, cw)
+    msats = cost_msats(r, tin, tout, cached, written)
+    assert isinstance(msats, int)
+    assert msats == int(decimal_reference(r, tin, tout, cached, written))
+
+
+@given(i=rates_st, o=rates_st, cr=rates_st, tin=tokens, tout=tokens, cached=cache_counts)
+def test_cached_tokens_are_priced_at_the_cache_read_rate(
+    i: Rate, o: Rate, cr: Rate, tin: int, tout: int, cached: int
+) -> None:
+    r = Rates.of(i, o, 0, cr)
+    c = min(cached, tin)
+    expected = half_up_msat(((tin - c) * exact(i) + c * exact(cr) + tout * exact(o)) / 1000)
+    assert Fraction(cost_msats(r, tin, tout, cached), 1000) == expected
+    # the cache rate defaults to the input rate: then caching changes nothing
+    plain = Rates.of(i, o)
+    assert cost_msats(plain, tin, tout, cached) == cost_msats(plain, tin, tout)
+
+
+@given(
+    i=rates_st,
+    o=rates_st,
+    cr=rates_st,
+    cw=rates_st,
+    tin=tokens,
+    tout=tokens,
+    cached=cache_counts,
+    written=cache_counts,
+    more=st.integers(min_value=0, max_value=10**6),
+)
+def test_cached_cost_is_monotonic(
+    i: Rate,
+    o: Rate,
+    cr: Rate,
+    cw: Rate,
+    tin: int,
+    tout: int,
+    cached: int,
+    written: int,
+    more: int,
+) -> None:
+    r = Rates.of(i, o, 0, cr, cw)
+    cost = cost_msats(r, tin, tout, cached, written)
+    assert cost_msats(r, tin, tout + more, cached, written) >= cost
+    # one more prompt token costs at least the cheapest of the three prompt rates: never less
+    assert cost_msats(r, tin + more, tout, cached, written) >= cost
+    # a cached token instead of an uncached one: cheaper exactly when the cache rate is
+    c = min(cached, tin)
+    w = min(written, tin - c)
+    if c + w < tin:
+        moved = cost_msats(r, tin, tout, c + 1, w)
+        assert moved <= cost if exact(cr) <= exact(i) else moved >= cost
+
+
+def test_cached_tokens_worked_examples() -> None:
+    # 69 prompt tokens, 60 of them read from the cache at a tenth of the input rate
+    r = Rates.of(10, 30, 0, 1, Decimal("12.5"))
+    assert cost_msats(r, 69, 20) == 69 * 10 + 20 * 30
+    assert cost_msats(r, 69, 20, 60) == 9 * 10 + 60 * 1 + 20 * 30
+    assert cost_msats(r, 69, 20, 60, 9) == 773  # 60 * 1 + 9 * 12.5 + 20 * 30 = 772.5, half-up
+    # more cached (or written) than prompt tokens: clamped, never a negative uncached count
+    assert cost_msats(r, 10, 0, 50) == 10 * 1
+    assert cost_msats(r, 10, 0, 4, 50) == 4 * 1 + 6 * 12.5
+    assert cost_msats(r, 10, 0, -5, -5) == cost_msats(r, 10, 0)
+    assert r.cache_read_rate == 1 and r.cache_write_rate == Decimal("12.5")
+    assert (r.cache_read_f, r.cache_write_f) == (1.0, 12.5)
+    plain = Rates.of(7, 8)
+    assert plain.cache_read_rate == plain.cache_write_rate == plain.input_rate == 7
+
+
+@given(i=rates_st, o=rates_st, cr=rates_st, tin=tokens, tout=tokens, cached=cache_counts)
+def test_estimate_cost_with_cached_tokens_ranks_like_the_exact_cost(
+    i: Rate, o: Rate, cr: Rate, tin: int, tout: int, cached: int
+) -> None:
+    r = Rates.of(i, o, 0, cr)
+    c = min(cached, tin)
+    exact_value = ((tin - c) * exact(i) + c * exact(cr) + tout * exact(o)) / 1000
+    est = estimate_cost(r, tin, tout, cached)
+    assert est == pytest.approx(float(exact_value), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("field", ["cache_read_rate", "cache_write_rate"])
+@pytest.mark.parametrize("value", [-1, float("inf"), float("nan"), "-0.5"])
+def test_bad_cache_rates_are_refused(field: str, value: float | str) -> None:
+    with pytest.raises(ValueError, match="rates must"):
+        Rates.of(1, 1, **{field: value})

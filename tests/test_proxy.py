@@ -350,7 +350,12 @@ async def test_models_providers_health(
     assert b"sk-verysecretkey-123456" not in raw
     provs = json.loads(raw)["data"]
     assert provs[0]["api_key"] == "sk-ver…***"
-    assert provs[0]["rates"] == {"input_rate": 10.0, "output_rate": 30.0, "base_fee": 0.0}
+    assert provs[0]["rates"] == {
+        "input_rate": 10.0,
+        "output_rate": 30.0,
+        "cache_read_rate": 10.0,
+        "base_fee": 0.0,
+    }
     assert health["status"] == "ok"
     assert health["providers"]["alpha"] == {
         "state": "closed",

@@ -32,12 +32,22 @@ class FakeNode:
     """A Routstr node: /v1/models with sats_pricing (sats per token), /v1/balance/info,
     chat completions that report their cost in usage and in X-Routstr-Cost-Msats."""
 
-    def __init__(self, name: str, prompt: float, completion: float, request: float = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        prompt: float,
+        completion: float,
+        request: float = 0,
+        cache_read: float | None = None,
+    ) -> None:
         self.name = name
         self.pricing = {"prompt": prompt, "completion": completion, "request": request}
+        if cache_read is not None:
+            self.pricing["input_cache_read"] = cache_read
+        self.cached_tokens = 0  # usage.prompt_tokens_details.cached_tokens of its answers
         self.models_status = 200
         self.balance_status = 200
-        self.charge_msats = 1234
+        self.charge_msats: int | None = 1234  # None: the node reports no charge
         self.chats = 0
         self.models_calls = 0
         self.url = ""
@@ -79,12 +89,15 @@ class FakeNode:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.chats += 1
         body = await request.json()
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": 100,
             "completion_tokens": 50,
             "total_tokens": 150,
-            "cost": {"total_msats": self.charge_msats},
         }
+        if self.charge_msats is not None:
+            usage["cost"] = {"total_msats": self.charge_msats}
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         if body.get("stream"):
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
@@ -112,13 +125,17 @@ class FakeNode:
             ],
             "usage": {k: v for k, v in usage.items() if k != "cost"},
         }
-        return web.json_response(reply, headers={"X-Routstr-Cost-Msats": str(self.charge_msats)})
+        reported = (
+            {} if self.charge_msats is None else {"X-Routstr-Cost-Msats": str(self.charge_msats)}
+        )
+        return web.json_response(reply, headers=reported)
 
 
 @pytest.fixture
 async def nodes() -> AsyncIterator[tuple[FakeNode, FakeNode]]:
-    # cheap: 0.005 / 0.015 sats per token = 5 / 15 sats per 1k; dear: 8 / 24 per 1k + 1 sat
-    cheap = FakeNode("cheap", 0.005, 0.015)
+    # cheap: 0.005 / 0.015 sats per token = 5 / 15 sats per 1k (cached prompt tokens 0.5);
+    # dear: 8 / 24 per 1k (its 1 sat "request" price is never billed)
+    cheap = FakeNode("cheap", 0.005, 0.015, cache_read=0.0005)
     dear = FakeNode("dear", 0.008, 0.024, 1)
     await cheap.start()
     await dear.start()
@@ -175,9 +192,12 @@ async def test_discovered_prices_route_to_the_cheaper_node_and_follow_price_chan
     assert listed["cheap"]["model_rates"]["gpt-4o"] == {
         "input_rate": 5.0,
         "output_rate": 15.0,
+        "cache_read_rate": 0.5,  # sats_pricing.input_cache_read
         "base_fee": 0.0,
     }
-    assert listed["dear"]["model_rates"]["gpt-4o"]["base_fee"] == 1.0
+    # sats_pricing.request is never billed: no base fee; no cache price: the input rate
+    assert listed["dear"]["model_rates"]["gpt-4o"]["base_fee"] == 0.0
+    assert listed["dear"]["model_rates"]["gpt-4o"]["cache_read_rate"] == 8.0
     disc = listed["cheap"]["discovery"]
     assert disc["enabled"] and disc["models"] == 2 and disc["last_error"] is None
     assert disc["age_s"] is not None and disc["age_s"] < 5
@@ -304,6 +324,19 @@ async def test_balances_per_provider_never_fail_the_whole_call(
     assert got["keyless"]["error"] == "no API key configured"
 
 
+async def test_discovered_cache_rate_prices_cached_tokens(
+    nodes: tuple[FakeNode, FakeNode], proxies: list[ProxyThread]
+) -> None:
+    cheap, _ = nodes
+    cheap.cached_tokens = 60  # of 100 prompt tokens
+    cheap.charge_msats = None  # so the header is arbstr's own figure
+    proxy = await start_proxy(proxies, {"providers": [discovering(cheap.url, "cheap")]})
+    _, headers, _ = await post(proxy)
+    # 40 * 5 / 1000 + 60 * 0.5 / 1000 + 50 * 15 / 1000 = 0.2 + 0.03 + 0.75 sats
+    assert headers["x-arbstr-cost-sats"] == "0.980"
+    assert headers["x-arbstr-cost-source"] == "computed"
+
+
 def test_apply_prices_keeps_configured_model_list() -> None:
     cfg = config_from_data(
         {
@@ -363,7 +396,7 @@ async def test_cli_balance_and_providers_with_discovery(
     assert "discovery failed" in prov.stdout and "502" in prov.stdout
     cells = [[c.strip() for c in ln.split("│")] for ln in prov.stdout.splitlines() if "│" in ln]
     cheap_row = next(c for c in cells if "cheap" in c)
-    assert cheap_row[3:7] == ["gpt-4o", "5", "15", "0"]
+    assert cheap_row[3:8] == ["gpt-4o", "5", "0.5", "15", "0"]
 
 
 def test_discovering_providers_refresh_every_120_s_by_default() -> None:

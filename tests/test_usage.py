@@ -280,3 +280,80 @@ def test_property_float_amounts_are_exact(value: float) -> None:
     half_up = int(exact.quantize(Decimal(1), ROUND_HALF_UP))
     total = b'{"cost":{"total_msats":' + msgspec.json.encode(value) + b"}}"
     assert cost_of(total) == (half_up if half_up <= MAX_MSATS else None)
+
+
+# --- cached prompt tokens -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("details", "cached"),
+    [
+        (b'{"cached_tokens":60}', 60),
+        (b'{"cached_tokens":0,"audio_tokens":0}', 0),
+        (b'{"cached_tokens":1000000000}', MAX_TOKENS),
+        (b'{"cached_tokens":1000000001}', None),
+        (b'{"cached_tokens":-1}', None),
+        (b'{"cached_tokens":"60"}', None),
+        (b'{"cached_tokens":60.0}', None),
+        (b'{"cached_tokens":true}', None),
+        (b'{"cached_tokens":null}', None),
+        (b'{"cached_tokens":1e400}', None),
+        (b"{}", None),
+        (b"null", None),
+        (b"[60]", None),
+        (b"60", None),
+        (b'"x"', None),
+    ],
+)
+def test_cached_tokens(details: bytes, cached: int | None) -> None:
+    body = b'{"prompt_tokens":69,"completion_tokens":5,"prompt_tokens_details":' + details + b"}"
+    usage = usage_of(body)
+    assert usage is not None
+    assert usage.cached_tokens == cached
+    # an odd details value never costs the other counts
+    assert (usage.prompt_tokens, usage.completion_tokens) == (69, 5)
+    # a field of a wrong type elsewhere (the field-by-field path) reads it the same way
+    slow = usage_of(body[:-1] + b',"cost_sats":"junk"}')
+    assert slow is not None and slow.cached_tokens == cached
+    assert read_usage(msgspec.Raw(body)) == usage
+
+
+def test_cached_tokens_with_a_cost_and_odd_details_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    usage = usage_of(
+        b'{"prompt_tokens":69,"prompt_tokens_details":{"cached_tokens":60},'
+        b'"cost":{"total_msats":5}}'
+    )
+    assert usage == Usage(prompt_tokens=69, total_msats=5, cached_tokens=60)
+    with caplog.at_level(logging.WARNING, logger="arbstr.upstream"):
+        assert usage_of(b'{"prompt_tokens_details":[1]}') == Usage()
+        assert usage_of(b'{"prompt_tokens_details":{"cached_tokens":"6"}}') == Usage()
+        assert usage_of(b'{"prompt_tokens_details":{"cached_tokens":-6}}') == Usage()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "usage.prompt_tokens_details from provider p: not an object" in messages[0]
+    assert "cached_tokens from provider p: a string, not a whole number" in messages[1]
+    assert "cached_tokens from provider p: outside 0 to" in messages[2]
+
+
+@settings(max_examples=300)
+@given(details=field_json, cached=field_json, nest=st.booleans(), junk_cost=st.booleans())
+def test_property_any_json_in_the_cached_count(
+    details: bytes, cached: bytes, nest: bool, junk_cost: bool
+) -> None:
+    value = b'{"cached_tokens":' + cached + b"}" if nest else details
+    usage_json = (
+        b'{"prompt_tokens":7,"prompt_tokens_details":' + value
+        + (b',"cost":"junk"' if junk_cost else b"") + b"}"
+    )  # fmt: skip
+    logging.getLogger("arbstr.upstream").disabled = True
+    try:
+        usage = usage_of(usage_json)
+    finally:
+        logging.getLogger("arbstr.upstream").disabled = False
+    assert usage is not None and usage.prompt_tokens == 7
+    c = usage.cached_tokens
+    assert c is None or (type(c) is int and 0 <= c <= MAX_TOKENS)
+    decoded = msgspec.json.decode(cached) if nest and cached not in (b"1e400", b"-1e400") else None
+    if nest and type(decoded) is int and 0 <= decoded <= MAX_TOKENS:
+        assert c == decoded

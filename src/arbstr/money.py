@@ -3,8 +3,8 @@
 Money is exact: rates are kept as :class:`~decimal.Decimal` built from the rate's shortest
 decimal spelling, and a request's cost is rounded once, half-up, to the millisatoshi (the
 smallest unit Lightning settles). On the request path the cost is integer arithmetic: each
-:class:`Rates` also holds its three prices as integers over one power of ten, so a cost is
-two multiplications, two additions and one floor division. Floats are used only to *rank*
+:class:`Rates` also holds its prices as integers over one power of ten, so a cost is a few
+multiplications and additions and one floor division. Floats are used only to *rank*
 candidates.
 """
 
@@ -36,8 +36,8 @@ def to_decimal(value: float | int | str | Decimal) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """A provider's price for one model: sats per 1000 input and output tokens, and a fee
-    per request."""
+    """A provider's price for one model: sats per 1000 input, output, cache-read and
+    cache-write tokens, and a fee per request."""
 
     input_rate: Decimal
     output_rate: Decimal
@@ -51,6 +51,13 @@ class Rates:
     output_n: int
     fee_n: int
     den: int
+    # prompt tokens read from / written to the provider's cache (both default to input_rate)
+    cache_read_rate: Decimal
+    cache_write_rate: Decimal
+    cache_read_f: float
+    cache_write_f: float
+    cache_read_n: int
+    cache_write_n: int
 
     @classmethod
     def of(
@@ -58,19 +65,23 @@ class Rates:
         input_rate: float | int | str | Decimal,
         output_rate: float | int | str | Decimal,
         base_fee: float | int | str | Decimal = 0,
+        cache_read_rate: float | int | str | Decimal | None = None,
+        cache_write_rate: float | int | str | Decimal | None = None,
     ) -> Rates:
         i, o, b = to_decimal(input_rate), to_decimal(output_rate), to_decimal(base_fee)
-        if not (i.is_finite() and o.is_finite() and b.is_finite()):
+        cr = i if cache_read_rate is None else to_decimal(cache_read_rate)
+        cw = i if cache_write_rate is None else to_decimal(cache_write_rate)
+        values = (i, o, b, cr, cw)
+        if not all(d.is_finite() for d in values):
             raise ValueError("rates must be finite numbers")
-        if i < 0 or o < 0 or b < 0:
+        if any(d < 0 for d in values):
             raise ValueError("rates must not be negative")
         # -0.0 -> 0.0 (exactly, no context rounding) so a zero cost never prints as "-0.000"
-        i, o, b = i.copy_abs(), o.copy_abs(), b.copy_abs()
+        i, o, b, cr, cw = (d.copy_abs() for d in values)
         # sats per 1000 tokens * tokens = msat, and the fee in msat is 1000 * base_fee: with
-        # den = 10**k (k the most decimals any of the three needs) every numerator is an int
+        # den = 10**k (k the most decimals any of them needs) every numerator is an int
         fee_msat = b.scaleb(3, context=_EXACT)
-        k = max(0, *(-_exponent(d) for d in (i, o, fee_msat)))
-        den = 10**k
+        k = max(0, *(-_exponent(d) for d in (i, o, fee_msat, cr, cw)))
         return cls(
             i,
             o,
@@ -81,7 +92,13 @@ class Rates:
             _scaled(i, k),
             _scaled(o, k),
             _scaled(fee_msat, k),
-            den,
+            10**k,
+            cr,
+            cw,
+            float(cr),
+            float(cw),
+            _scaled(cr, k),
+            _scaled(cw, k),
         )
 
 

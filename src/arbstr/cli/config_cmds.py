@@ -47,9 +47,10 @@ def providers(config: ConfigOpt = None) -> None:
 
         run(_discover_prices(book, cfg.server.connect_timeout_s))
     table = Table(title=f"providers ({esc(cfg.source)})")
-    cols = ("provider", "url", "model", "in/1k", "out/1k", "base fee", "key", "key source")
-    for col in (*cols, "prices"):
-        table.add_column(col, justify="right" if col in ("in/1k", "out/1k", "base fee") else "left")
+    money = ("in/1k", "cached/1k", "out/1k", "base fee")
+    cols = ("provider", "url", "model", *money, "key", "key source", "prices")
+    for col in cols:
+        table.add_column(col, justify="right" if col in money else "left")
     for p in book.listed:
         st = book.status[p.name]
         if not p.discover:
@@ -67,6 +68,7 @@ def providers(config: ConfigOpt = None) -> None:
                 p.url if i == 0 else "",
                 m,
                 f"{r.input_rate:f}",  # :f, else 1e-07 prints as "1E-7"
+                f"{r.cache_read_rate:f}",
                 f"{r.output_rate:f}",
                 f"{r.base_fee:f}",
                 p.masked_key if i == 0 else "",

@@ -10,7 +10,7 @@ from arbstr.config.load import (
     resolve_config_path,
     resolve_db_path,
 )
-from arbstr.config.model import Config, Policies, Provider, Rule
+from arbstr.config.model import Config, ModelInfo, Policies, Provider, Rule
 from arbstr.config.schema import DEFAULT_LISTEN, RetrySettings, ServerSettings, Strategy
 from arbstr.config.secrets import convention_env_name, mask_secret
 
@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_DB_PATH",
     "DEFAULT_LISTEN",
     "Config",
+    "ModelInfo",
     "Policies",
     "Provider",
     "RetrySettings",

@@ -213,14 +213,10 @@ def config_from_data(
         except ValueError as exc:
             raise fail(f"{where}.url", f"{exc}, got {ps.url!r}") from None
         api_key, key_source = _resolve_key(ps, where, source, env, warnings)
-        base = Rates.of(ps.input_rate, ps.output_rate, ps.base_fee)
-        model_rates: dict[str, Rates] = {}
-        for model, mr in ps.model_rates.items():
-            model_rates[model] = Rates.of(
-                ps.input_rate if mr.input_rate is None else mr.input_rate,
-                ps.output_rate if mr.output_rate is None else mr.output_rate,
-                ps.base_fee if mr.base_fee is None else mr.base_fee,
-            )
+        base = Rates.of(
+            ps.input_rate, ps.output_rate, ps.base_fee, ps.cache_read_rate, ps.cache_write_rate
+        )
+        model_rates = {model: _model_rates(base, mr) for model, mr in ps.model_rates.items()}
         if len(set(ps.models)) != len(ps.models):
             raise fail(f"{where}.models", "lists a model twice")
         providers.append(
@@ -275,6 +271,23 @@ def config_from_data(
         policies=policies,
         db_path=fc.database.path,
         warnings=tuple(warnings),
+    )
+
+
+def _model_rates(base: Rates, mr: ModelRateSection) -> Rates:
+    """A ``model_rates`` entry over the provider's rates: what it leaves out is inherited,
+    except that its cache rates default to its own ``input_rate`` when it gives one."""
+    own_input = mr.input_rate is not None
+    return Rates.of(
+        base.input_rate if mr.input_rate is None else mr.input_rate,
+        base.output_rate if mr.output_rate is None else mr.output_rate,
+        base.base_fee if mr.base_fee is None else mr.base_fee,
+        mr.cache_read_rate
+        if mr.cache_read_rate is not None
+        else (mr.input_rate if own_input else base.cache_read_rate),
+        mr.cache_write_rate
+        if mr.cache_write_rate is not None
+        else (mr.input_rate if own_input else base.cache_write_rate),
     )
 
 

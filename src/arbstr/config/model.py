@@ -15,6 +15,19 @@ from arbstr.money import Rates
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a Routstr node's ``GET /models`` says of one model beyond its prices (None or empty:
+    not given, or not usable)."""
+
+    max_cost_msats: int | None = None  # sats_pricing.max_cost: the node's worst case per request
+    max_completion_cost_msats: int | None = None  # sats_pricing.max_completion_cost
+    context_length: int | None = None
+    max_completion_tokens: int | None = None  # top_provider.max_completion_tokens
+    input_modalities: tuple[str, ...] = ()  # architecture.input_modalities
+    canonical_slug: str | None = None  # another id the node serves this model under
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     url: str  # no trailing slash; chat endpoint is f"{url}/chat/completions"
@@ -26,9 +39,28 @@ class Provider:
     model_rates: Mapping[str, Rates]
     discover: bool = False
     discover_interval_s: float = 120.0
+    model_info: Mapping[str, ModelInfo] = field(default_factory=dict)  # from price discovery
+    # canonical_slug -> listed id, built with the provider (once per price refresh)
+    _slugs: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_slugs", _slug_index(self.models, self.model_info))
 
     def serves(self, model: str) -> bool:
-        return self.models is None or model in self.models
+        return self.resolve(model) is not None
+
+    def resolve(self, model: str) -> str | None:
+        """The listed id this provider serves ``model`` as, or None: the id itself when listed;
+        else the listed model whose ``canonical_slug`` it is; else, for ``vendor/name``, a
+        listed ``name``. A provider of any model serves it unchanged."""
+        models = self.models
+        if models is None or model in models:
+            return model
+        listed = self._slugs.get(model)
+        if listed is not None:
+            return listed
+        _, slash, name = model.partition("/")
+        return name if slash and name in models else None
 
     def rates_for(self, model: str) -> Rates:
         return self.model_rates.get(model, self.rates)
@@ -36,6 +68,25 @@ class Provider:
     @property
     def masked_key(self) -> str:
         return mask_secret(self.api_key)
+
+
+def _slug_index(models: frozenset[str] | None, info: Mapping[str, ModelInfo]) -> Mapping[str, str]:
+    """Each listed model's canonical slug -> its id (a slug that is itself listed, or that two
+    listed models claim, is left out: the exact id wins, and an ambiguous slug names neither)."""
+    if models is None or not info:
+        return {}
+    out: dict[str, str] = {}
+    shared: set[str] = set()
+    for model in sorted(models):
+        slug = info[model].canonical_slug if model in info else None
+        if slug is None or slug in models or slug in shared:
+            continue
+        if slug in out:
+            shared.add(slug)
+            del out[slug]
+        else:
+            out[slug] = model
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,8 @@ class ModelRateSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     input_rate: NonNeg | None = None
     output_rate: NonNeg | None = None
     base_fee: NonNeg | None = None
+    cache_read_rate: NonNeg | None = None  # default: this section's input_rate
+    cache_write_rate: NonNeg | None = None
 
 
 class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -89,6 +91,8 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     input_rate: NonNeg = 0.0
     output_rate: NonNeg = 0.0
     base_fee: NonNeg = 0.0
+    cache_read_rate: NonNeg | None = None  # sats per 1000 cached prompt tokens; default input_rate
+    cache_write_rate: NonNeg | None = None  # ... written to the cache; default input_rate
     discover: bool = False
     discover_interval_s: Positive = 120.0
     model_rates: dict[str, ModelRateSection] = {}

@@ -11,20 +11,43 @@ DEFAULT_OUTPUT_TOKENS = 256
 CHARS_PER_TOKEN = 4
 
 
-def cost_msats(rates: Rates, input_tokens: int, output_tokens: int) -> int:
-    """Exact cost of a request in millisats, rounded half-up: what :func:`cost_sats` is, x1000.
+def cost_msats(
+    rates: Rates,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> int:
+    """Exact cost of a request in millisats, rounded half-up once.
 
-    ``input_tokens * input_rate + output_tokens * output_rate + 1000 * base_fee`` msat
-    (rates are sats per 1000 tokens).
+    ``input_tokens`` is every prompt token, as OpenAI's ``usage.prompt_tokens`` counts them:
+    ``cached_tokens`` of them are priced at the cache-read rate and ``cache_write_tokens`` at
+    the cache-write rate (together at most ``input_tokens``), the rest at the input rate;
+    plus ``output_tokens * output_rate`` and ``1000 * base_fee`` msat (rates per 1000 tokens).
     """
     den = rates.den
     num = input_tokens * rates.input_n + output_tokens * rates.output_n + rates.fee_n
+    if cached_tokens or cache_write_tokens:  # each clamped to the prompt tokens left
+        room = input_tokens if input_tokens > 0 else 0
+        c = cached_tokens
+        c = c if 0 <= c <= room else (room if c > 0 else 0)
+        room -= c
+        w = cache_write_tokens
+        w = w if 0 <= w <= room else (room if w > 0 else 0)
+        num += c * (rates.cache_read_n - rates.input_n) + w * (rates.cache_write_n - rates.input_n)
     return (2 * num + den) // (2 * den)
 
 
-def estimate_cost(rates: Rates, input_tokens: float, output_tokens: float) -> float:
-    """Approximate cost used to rank candidates before the response is known."""
-    return (input_tokens * rates.input_f + output_tokens * rates.output_f) / 1000.0 + rates.base_f
+def estimate_cost(
+    rates: Rates, input_tokens: float, output_tokens: float, cached_tokens: float = 0.0
+) -> float:
+    """Approximate cost used to rank candidates before the response is known (``cached_tokens``
+    of the ``input_tokens`` at the cache-read rate)."""
+    cost = input_tokens * rates.input_f + output_tokens * rates.output_f
+    if cached_tokens:
+        cached = min(max(cached_tokens, 0.0), max(input_tokens, 0.0))
+        cost += cached * (rates.cache_read_f - rates.input_f)
+    return cost / 1000.0 + rates.base_f
 
 
 def estimate_input_tokens(text_chars: int) -> int:

@@ -16,7 +16,7 @@ AUTO_MODELS = frozenset({"auto", "arbstr/auto"})
 @dataclass(frozen=True, slots=True)
 class Candidate:
     provider: Provider
-    model: str
+    model: str  # the provider's listed id for the requested model (what goes upstream)
     rates: Rates
     est_cost: float
     latency_ms: float | None
@@ -24,7 +24,7 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    model: str  # the concrete model every candidate serves
+    model: str  # the concrete model, as the best candidate lists it
     candidates: tuple[Candidate, ...]  # best first
 
 
@@ -51,18 +51,25 @@ def candidates_for_model(
     output_tokens: int,
     latency_ms: Mapping[str, float | None],
 ) -> list[Candidate]:
-    """Providers that serve ``model`` within the rule's price cap, unranked."""
+    """Providers that serve ``model`` (or an alias of it, :meth:`Provider.resolve`) within the
+    rule's price cap, unranked; each candidate's ``model`` is the provider's listed id."""
     out: list[Candidate] = []
     cap = rule.max_sats_per_1k_output
     for p in providers:
-        if not p.serves(model):
+        listed = p.resolve(model)
+        if listed is None:
             continue
-        rates = p.rates_for(model)
+        rates = p.rates_for(listed)
         if cap is not None and rates.output_f > cap:
             continue
         est = estimate_cost(rates, input_tokens, output_tokens)
-        out.append(Candidate(p, model, rates, est, latency_ms.get(p.name)))
+        out.append(Candidate(p, listed, rates, est, latency_ms.get(p.name)))
     return out
+
+
+def _allowed(c: Candidate, allowed: Sequence[str]) -> bool:
+    """``c`` serves one of ``allowed`` (named by its listed id or by an alias)."""
+    return any(c.provider.resolve(a) == c.model for a in allowed)
 
 
 def route(
@@ -87,29 +94,29 @@ def route(
                 f" but policy {rule.name!r} has none",
                 code="no_provider",
             )
-        pool: list[Candidate] = []
+        # one group per allowed model (its aliases may reach the same listed ids: counted once)
+        groups: list[list[Candidate]] = []
+        seen: set[tuple[str, str]] = set()
         for m in rule.allowed_models:
-            pool.extend(
-                candidates_for_model(
-                    providers, rule, m, input_tokens, output_tokens_for(m), latency_ms
-                )
-            )
+            group = []
+            for c in candidates_for_model(
+                providers, rule, m, input_tokens, output_tokens_for(m), latency_ms
+            ):
+                if (c.provider.name, c.model) not in seen:
+                    seen.add((c.provider.name, c.model))
+                    group.append(c)
+            groups.append(group)
+        pool = [c for g in groups for c in g]
         if not pool:
             raise NoProvider(
                 f"no provider offers any of {', '.join(rule.allowed_models)}"
                 f" under policy {rule.name!r}"
             )
         best = min(pool, key=lambda c: (*key(c), c.model))
-        chosen = [c for c in pool if c.model == best.model]
+        chosen = next(g for g in groups if any(c is best for c in g))
         chosen.sort(key=key)
         return Route(best.model, tuple(chosen))
 
-    if rule.allowed_models and requested_model not in rule.allowed_models:
-        raise InvalidRequest(
-            f"model {requested_model!r} is not allowed by policy {rule.name!r};"
-            f" allowed: {', '.join(rule.allowed_models)}",
-            code="model_not_allowed",
-        )
     found = candidates_for_model(
         providers,
         rule,
@@ -118,6 +125,15 @@ def route(
         output_tokens_for(requested_model),
         latency_ms,
     )
+    allowed = rule.allowed_models
+    if allowed and requested_model not in allowed:
+        found = [c for c in found if _allowed(c, allowed)]
+        if not found:
+            raise InvalidRequest(
+                f"model {requested_model!r} is not allowed by policy {rule.name!r};"
+                f" allowed: {', '.join(allowed)}",
+                code="model_not_allowed",
+            )
     if not found:
         raise NoProvider(
             f"no provider offers model {requested_model!r} under policy {rule.name!r}"
@@ -128,4 +144,4 @@ def route(
             )
         )
     found.sort(key=key)
-    return Route(requested_model, tuple(found))
+    return Route(found[0].model, tuple(found))

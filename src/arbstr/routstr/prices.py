@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from arbstr.config import Provider
+from arbstr.config import ModelInfo, Provider
 from arbstr.money import Rates
-from arbstr.routstr.models import parse_sats_pricing
+from arbstr.routstr.models import ModelListing, parse_models
 
 if TYPE_CHECKING:  # the caller brings aiohttp along with its session
     import aiohttp
@@ -60,21 +60,41 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def apply_prices(base: Provider, discovered: Mapping[str, Rates]) -> Provider:
-    """The provider as routing should see it: discovered per-model prices, with the config's
-    own ``model_rates`` as overrides. A configured ``models`` list still restricts the models;
-    without one, the discovered models are what the provider serves."""
+def apply_prices(
+    base: Provider,
+    discovered: Mapping[str, Rates],
+    info: Mapping[str, ModelInfo] | None = None,
+) -> Provider:
+    """The provider as routing should see it: discovered per-model prices and metadata, with
+    the config's own ``model_rates`` as overrides (one keyed by an alias applies to the model it
+    names). A configured ``models`` list still restricts the models; without one, the
+    discovered models are what the provider serves."""
     merged = {**discovered, **base.model_rates}
+    model_info = dict(info or {})
     if base.models is not None:
-        return replace(base, model_rates=merged)
-    order = tuple(sorted(discovered))
-    return replace(base, models=frozenset(order), model_order=order, model_rates=merged)
+        p = replace(base, model_rates=merged, model_info=model_info)
+    else:
+        order = tuple(sorted(discovered))
+        p = replace(
+            base,
+            models=frozenset(order),
+            model_order=order,
+            model_rates=merged,
+            model_info=model_info,
+        )
+    by_alias = {
+        listed: rates
+        for alias, rates in base.model_rates.items()
+        if (listed := p.resolve(alias)) not in (None, alias) and listed not in base.model_rates
+    }
+    return replace(p, model_rates={**merged, **by_alias}) if by_alias else p
 
 
 async def fetch_prices(
     session: aiohttp.ClientSession, provider: Provider, timeout_s: float
-) -> dict[str, Rates]:
-    """``GET {url}/models`` -> per-model rates (sats per 1k tokens). Raises on any failure."""
+) -> ModelListing:
+    """``GET {url}/models`` -> per-model rates (sats per 1k tokens) and metadata. Raises on
+    any failure."""
     from aiohttp import ClientTimeout
 
     headers = {"Authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
@@ -86,10 +106,10 @@ async def fetch_prices(
         body = await resp.read()
         if resp.status != 200:
             raise RuntimeError(f"GET /models answered HTTP {resp.status}")
-    prices = parse_sats_pricing(body)
-    if not prices:
+    listing = parse_models(body)
+    if not listing.rates:
         raise RuntimeError("GET /models listed no model with sats_pricing")
-    return prices
+    return listing
 
 
 def discovery_timeout_s(connect_timeout_s: float) -> float:
@@ -108,7 +128,7 @@ class PriceBook:
         self.status: dict[str, DiscoveryStatus] = {
             p.name: DiscoveryStatus(enabled=p.discover) for p in configured
         }
-        self._discovered: dict[str, dict[str, Rates]] = {}
+        self._discovered: dict[str, ModelListing] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._rebuild()
 
@@ -119,8 +139,9 @@ class PriceBook:
     def _rebuild(self) -> None:
         """A discovering provider is routable only once its prices are known: routing on
         unknown (zero) prices would make it look free."""
+        found = self._discovered
         self.listed = tuple(
-            apply_prices(p, self._discovered[p.name]) if p.name in self._discovered else p
+            apply_prices(p, found[p.name].rates, found[p.name].info) if p.name in found else p
             for p in self._configured
         )
         self.providers = tuple(
@@ -142,7 +163,7 @@ class PriceBook:
         self._discovered[p.name] = prices
         st.last_success = time.time()
         st.last_error = None
-        st.models = len(prices)
+        st.models = len(prices.rates)
         self._rebuild()
 
     async def refresh_all(self, session: aiohttp.ClientSession, timeout_s: float) -> None:

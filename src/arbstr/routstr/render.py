@@ -62,15 +62,16 @@ def render_tables(discovery: Discovery) -> tuple[Table, Table]:
     cheap = Table(
         title="cheapest node per model (sats; compared on 1k input + 1k output tokens)",
     )
-    for col in ("model", "cheapest node", "in/1k", "out/1k", "base fee", "nodes"):
+    for col in ("model", "cheapest node", "in/1k", "cached/1k", "out/1k", "nodes"):
         cheap.add_column(col, justify="left" if col in ("model", "cheapest node") else "right")
     for o in offers:
+        r = o.rates
         cheap.add_row(
             Text(_clean(o.model, 60)),
             Text(_clean(o.report.node.name, 40)),
-            Text(_fmt(o.rates.input_rate)),
-            Text(_fmt(o.rates.output_rate)),
-            Text(_fmt(o.rates.base_fee)),
+            Text(_fmt(r.input_rate)),
+            Text(_fmt(r.cache_read_rate) if r.cache_read_rate != r.input_rate else ""),
+            Text(_fmt(r.output_rate)),
             Text(str(o.nodes)),
         )
     return nodes, cheap

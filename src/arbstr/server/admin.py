@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from arbstr.config import Provider
@@ -12,7 +13,12 @@ from arbstr.server.http import Send, send_json
 
 
 def _rates_json(r: Rates) -> dict[str, float]:
-    return {"input_rate": r.input_f, "output_rate": r.output_f, "base_fee": r.base_f}
+    return {
+        "input_rate": r.input_f,
+        "output_rate": r.output_f,
+        "cache_read_rate": r.cache_read_f,
+        "base_fee": r.base_f,
+    }
 
 
 def provider_json(p: Provider, discovery: DiscoveryStatus | None = None) -> dict[str, Any]:
@@ -61,11 +67,30 @@ async def providers(gw: Gateway, send: Send) -> None:
     )
 
 
-async def models(gw: Gateway, send: Send) -> None:
+def model_owners(providers: Sequence[Provider]) -> dict[str, list[str]]:
+    """Each model the providers list -> the providers serving it. A listed id that another
+    provider serves under another listed id (``anthropic/x`` there, ``x`` here) is an alias:
+    its providers are counted under that id, not listed as a model of their own."""
     owners: dict[str, list[str]] = {}
-    for p in gw.prices.providers:
+    for p in providers:
         for m in p.model_order:
             owners.setdefault(m, []).append(p.name)
+    alias_of: dict[str, str] = {}
+    for m in owners:
+        for q in providers:
+            listed = q.resolve(m)
+            if listed is not None and listed != m and listed in owners:
+                alias_of[m] = listed
+                break
+    for m, listed in alias_of.items():
+        if listed not in alias_of:  # (two ids that are each other's alias both stay)
+            names = owners[listed]
+            names.extend(n for n in owners.pop(m) if n not in names)
+    return owners
+
+
+async def models(gw: Gateway, send: Send) -> None:
+    owners = model_owners(gw.prices.providers)
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": ",".join(names)}
         for m, names in sorted(owners.items())

@@ -54,6 +54,7 @@ from arbstr.server.outcome import (
     Outcome,
     add_msats,
     billed_estimate,
+    cached_tokens,
     failed,
     record_of,
     stream_cost,
@@ -73,9 +74,16 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Prepared:
-    body: bytes  # what goes upstream
+    body: bytes  # what goes upstream (to candidates that list the route's model)
     request: ChatRequest
     route: Route
+    original: bytes  # the client's body
+
+    def body_for(self, c: Candidate) -> bytes:
+        """The body for ``c``: with the model as that provider lists it."""
+        if c.model == self.route.model:
+            return self.body
+        return upstream_body(self.original, self.request, c.model)
 
 
 class ChatHandler:
@@ -158,7 +166,7 @@ class ChatHandler:
         r = route(gw.prices.providers, rule, req.model, in_tokens, out_tokens, gw.health.latency_ms)
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
-        return Prepared(upstream_body(body, req, r.model), req, r)
+        return Prepared(upstream_body(body, req, r.model), req, r, body)
 
     async def _attempts(
         self,
@@ -176,7 +184,8 @@ class ChatHandler:
         timeout_cap = gw.config.server.request_timeout_s
 
         async def attempt(c: Candidate, remaining: float) -> T:
-            return await call(c.provider, prep.body, ex.request_id, min(timeout_cap, remaining))
+            body = prep.body_for(c)
+            return await call(c.provider, body, ex.request_id, min(timeout_cap, remaining))
 
         try:
             return await run_with_retries(
@@ -223,7 +232,7 @@ class ChatHandler:
         in_tok, out_tok = tokens(reply.usage, ex.est_input_tokens, None)
         usage = reply.usage
         charge = Charge(
-            cost_msats(cand.rates, in_tok, out_tok),
+            cost_msats(cand.rates, in_tok, out_tok, cached_tokens(usage)),
             provider_cost_msats(
                 usage,
                 reply.routstr_cost_msats,
@@ -277,7 +286,8 @@ class ChatHandler:
         def trailer(relay: StreamRelay) -> bytes:
             # built at [DONE], after the final usage chunk with the provider's figure
             in_tok, out_tok = tokens(relay.usage, ex.est_input_tokens, relay.content_chunks)
-            told.append(Charge(cost_msats(cand.rates, in_tok, out_tok), reported(relay)))
+            cached = cached_tokens(relay.usage)
+            told.append(Charge(cost_msats(cand.rates, in_tok, out_tok, cached), reported(relay)))
             now = time.perf_counter()
             return trailer_event(
                 chunk_id=relay.last_id or f"arbstr-{ex.request_id}",
@@ -332,6 +342,7 @@ class ChatHandler:
             cand.rates,
             (in_tok, out_tok),
             ex.est_output_tokens,
+            cached_tokens(relay.usage),
         )
         self._record(
             ex,
@@ -384,6 +395,7 @@ class ChatHandler:
 
 def _set_candidate(ex: Exchange, c: Candidate) -> None:
     ex.candidate = c
+    ex.model = c.model  # as this provider lists it
 
 
 def _rid(ex: Exchange) -> dict[str, str]:

@@ -46,6 +46,12 @@ def tokens(usage: Usage | None, est_input: int, content_chunks: int | None) -> t
     return in_tok, out_tok
 
 
+def cached_tokens(usage: Usage | None) -> int:
+    """Prompt tokens the provider says it read from its cache (priced at the cache rate)."""
+    cached = usage.cached_tokens if usage is not None else None
+    return cached or 0
+
+
 def stream_cost(
     told: Charge | None,
     has_usage: bool,
@@ -53,6 +59,7 @@ def stream_cost(
     rates: Rates,
     used: tuple[int, int],
     est_output_tokens: int,
+    cached: int = 0,
 ) -> tuple[Charge, int | None]:
     """A stream's ``(charge, possibly_billed_msats)``: the charge the trailer told the client;
     without a trailer (the stream was cut), the usage the upstream sent, if any, priced, next
@@ -63,7 +70,7 @@ def stream_cost(
         return told, None
     in_tok, out_tok = used
     if has_usage:
-        return Charge(cost_msats(rates, in_tok, out_tok), provider_msats), None
+        return Charge(cost_msats(rates, in_tok, out_tok, cached), provider_msats), None
     if provider_msats is not None:
         return Charge(None, provider_msats), None
     return Charge(None, None), cost_msats(rates, in_tok, max(est_output_tokens, out_tok))

@@ -37,11 +37,16 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
     completion_tokens: int | None = None
     total_msats: int | None = None  # usage.cost.total_msats
     sats_msats: int | None = None  # usage.cost_sats, else a bare numeric usage.cost, in msats
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
 
 
 # The usual shape, decoded in one pass; a ValidationError sends us to the field-by-field path.
 class _Cost(msgspec.Struct):
     total_msats: int | float | str | None = None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int | None = None
 
 
 class UsageFields(msgspec.Struct):
@@ -52,6 +57,7 @@ class UsageFields(msgspec.Struct):
     completion_tokens: int | None = None
     cost_sats: int | float | None = None
     cost: _Cost | int | float | None = None
+    prompt_tokens_details: _Details | None = None
 
 
 class _TypedCompletion(msgspec.Struct):
@@ -68,10 +74,15 @@ class _RawUsage(msgspec.Struct):
     completion_tokens: msgspec.Raw = ABSENT
     cost_sats: msgspec.Raw = ABSENT
     cost: msgspec.Raw = ABSENT
+    prompt_tokens_details: msgspec.Raw = ABSENT
 
 
 class _RawCost(msgspec.Struct):
     total_msats: msgspec.Raw = ABSENT
+
+
+class _RawDetails(msgspec.Struct):
+    cached_tokens: msgspec.Raw = ABSENT
 
 
 _decode_typed_completion = msgspec.json.Decoder(_TypedCompletion).decode
@@ -79,6 +90,7 @@ _decode_typed = msgspec.json.Decoder(UsageFields).decode
 _decode_raw_completion = msgspec.json.Decoder(_RawCompletion).decode
 _decode_raw_usage = msgspec.json.Decoder(_RawUsage).decode
 _decode_raw_cost = msgspec.json.Decoder(_RawCost).decode
+_decode_raw_details = msgspec.json.Decoder(_RawDetails).decode
 _decode_any = msgspec.json.Decoder().decode
 
 _Where = tuple[str | None, str | None]  # (provider, request_id), for the warnings
@@ -160,15 +172,19 @@ def _from_typed(u: UsageFields, where: _Where) -> Usage:
         prompt = _count(prompt, "usage.prompt_tokens", where)
     if completion is not None and not 0 <= completion <= MAX_TOKENS:
         completion = _count(completion, "usage.completion_tokens", where)
+    details = u.prompt_tokens_details
+    cached = None if details is None else details.cached_tokens
+    if cached is not None and not 0 <= cached <= MAX_TOKENS:
+        cached = _count(cached, "usage.prompt_tokens_details.cached_tokens", where)
     if cost is None and cost_sats is None:
-        return Usage(prompt, completion)
+        return Usage(prompt, completion, cached_tokens=cached)
     total = bare = None
     if isinstance(cost, _Cost):
         total = _msats(cost.total_msats, "usage.cost.total_msats", where)
     elif cost is not None:
         bare = _sats(cost, "usage.cost", where)
     sats = _sats(cost_sats, "usage.cost_sats", where)
-    return Usage(prompt, completion, total, bare if sats is None else sats)
+    return Usage(prompt, completion, total, bare if sats is None else sats, cached)
 
 
 def _from_raw(raw: msgspec.Raw, where: _Where) -> Usage | None:
@@ -193,7 +209,21 @@ def _from_raw(raw: msgspec.Raw, where: _Where) -> Usage | None:
         _count(_value(f.completion_tokens), "usage.completion_tokens", where),
         total,
         bare if sats is None else sats,
+        _raw_cached(f.prompt_tokens_details, where),
     )
+
+
+def _raw_cached(raw: msgspec.Raw, where: _Where) -> int | None:
+    """``prompt_tokens_details.cached_tokens`` from a raw details value of any shape."""
+    if not raw or raw == NULL:
+        return None
+    field = "usage.prompt_tokens_details.cached_tokens"
+    try:
+        cached = _decode_raw_details(raw).cached_tokens
+    except msgspec.DecodeError:
+        _ignored("usage.prompt_tokens_details", "not an object", where)
+        return None
+    return _count(_value(cached), field, where)
 
 
 def _value(raw: msgspec.Raw) -> object:
