@@ -26,6 +26,7 @@ class Provider:
     model_rates: Mapping[str, Rates]
     discover: bool = False
     discover_interval_s: float = 120.0
+    balance_interval_s: float = 300.0  # 0: the balance is not polled
 
     def serves(self, model: str) -> bool:
         return self.models is None or model in self.models

@@ -91,6 +91,7 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     base_fee: NonNeg = 0.0
     discover: bool = False
     discover_interval_s: Positive = 120.0
+    balance_interval_s: NonNeg = 300.0  # GET /balance/info this often (with a key); 0: never
     model_rates: dict[str, ModelRateSection] = {}
 
 
