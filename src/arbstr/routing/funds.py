@@ -108,17 +108,18 @@ class ProviderFunds:
 
     def affords(self, reserve_msats: int | None) -> bool:
         """Whether a request the node would reserve ``reserve_msats`` for (None: unknown) can
-        be expected to pass: False after a 402 unless this request needs less than that one
-        did, and False when a known balance is below the reservation."""
+        be expected to pass: not after a 402 unless this request needs less than that one did;
+        not when a known balance is below the reservation (or, the reservation unknown, below
+        what the last 402 needed, or 1 msat)."""
         if self.short_at is not None and (
             reserve_msats is None or self.needed_msats is None or reserve_msats >= self.needed_msats
         ):
             return False
-        return (
-            reserve_msats is None
-            or self.balance_msats is None
-            or (self.balance_msats >= reserve_msats)
-        )
+        if self.balance_msats is None:
+            return True
+        if reserve_msats is None:
+            return self.state == "ok"
+        return self.balance_msats >= reserve_msats
 
 
 class FundsBoard:
