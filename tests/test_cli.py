@@ -31,6 +31,7 @@ listen = "127.0.0.1:8080"
 name = "alpha"
 url = "https://alpha.example/v1"
 api_key = "${{ALPHA_KEY}}"
+balance_interval_s = 0
 models = ["gpt-4o", "gpt-4o-mini"]
 input_rate = 10
 output_rate = 30
@@ -43,6 +44,7 @@ output_rate = 6
 [[providers]]
 name = "beta-2"
 url = "https://beta.example/v1"
+balance_interval_s = 0
 models = ["claude-3.5-sonnet"]
 input_rate = 0.0000001
 output_rate = 12.345678
@@ -235,9 +237,10 @@ def test_providers_table(cli: Cli) -> None:
     rows = {}
     for line in res.stdout.splitlines():
         cells = [c.strip() for c in line[1:-1].split("│")]
-        if line.startswith("│") and len(cells) == 9:
+        if line.startswith("│") and len(cells) == 10:
             rows[(cells[0], cells[2])] = cells
-    # provider, url, model, in/1k, out/1k, base fee, key, key source, prices; nothing cut short
+    # provider, url, model, in/1k, out/1k, base fee, key, key source, prices, funds; nothing
+    # cut short
     assert rows[("alpha", "gpt-4o")] == [
         "alpha",
         "https://alpha.example/v1",
@@ -248,6 +251,7 @@ def test_providers_table(cli: Cli) -> None:
         "sk-alp…***",
         "env ${ALPHA_KEY}",
         "configured",
+        "unknown (not polled)",
     ]
     assert rows[("", "gpt-4o-mini")][3:6] == ["1.5", "6.0", "1.0"]  # per-model override
     assert rows[("beta-2", "claude-3.5-sonnet")][3:8] == [
@@ -258,7 +262,9 @@ def test_providers_table(cli: Cli) -> None:
         "env ARBSTR_BETA_2_API_KEY",
     ]
     assert rows[("gamma", "(any)")][6:8] == ["[REDACTED]", "config file (literal)"]
+    assert rows[("gamma", "(any)")][9].startswith("unknown: ")  # nothing listens on port 9
     assert rows[("delta", "[bold]odd-model")][6:8] == ["(none)", "none (set ARBSTR_DELTA_API_KEY)"]
+    assert rows[("delta", "[bold]odd-model")][9] == "unknown (no key)"
     assert_no_secret(res.stdout, res.stderr)
 
 

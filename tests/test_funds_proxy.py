@@ -5,12 +5,18 @@ last."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from typer.testing import CliRunner
+
+from arbstr.cli import app
 
 from fake_upstream import FakeUpstream, Reply
 from harness import ProxyThread, make_config, provider
@@ -233,3 +239,55 @@ async def test_a_node_without_balance_info_stays_unknown_and_is_logged_once(
     assert lines == ["alpha has no /balance/info (HTTP 404): its funds stay unknown"]
     status, _, _ = await post(proxy)
     assert status == 200
+
+
+# --- arbstr providers ---------------------------------------------------------------------
+
+
+class _Balances(http.server.BaseHTTPRequestHandler):
+    answers = {
+        "/rich/v1/balance/info": b'{"balance": 21000, "reserved": 500}',
+        "/empty/v1/balance/info": b'{"balance": 0, "reserved": 0}',
+    }
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        body = self.answers.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the API's name)
+        pass
+
+
+def test_arbstr_providers_shows_each_keys_funds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Balances)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        "".join(
+            f'[[providers]]\nname = "{n}"\nurl = "{base}/{n}/v1"\napi_key = "${{K}}"\n'
+            for n in ("rich", "empty", "none")
+        ),
+        encoding="utf-8",
+    )
+    cfg.chmod(0o600)
+    monkeypatch.setenv("K", "sk-test-0123456789")
+    monkeypatch.setenv("COLUMNS", "300")
+    try:
+        res = CliRunner().invoke(app, ["providers", "-c", str(cfg)])
+    finally:
+        server.shutdown()
+    assert res.exit_code == 0, res.output
+    funds = {
+        cells[0]: cells[-1]
+        for line in res.output.splitlines()
+        if line.startswith("│") and (cells := [c.strip() for c in line[1:-1].split("│")])
+    }
+    assert funds["rich"] == "ok (21.000 sats)"
+    assert funds["empty"] == "insufficient (0.000 sats)"
+    assert funds["none"] == "unknown: HTTP 404"
