@@ -10,14 +10,13 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 from typer.testing import CliRunner
 
 from arbstr.cli import app
-
 from fake_upstream import FakeUpstream, Reply
 from harness import ProxyThread, make_config, provider
 
@@ -245,19 +244,19 @@ async def test_a_node_without_balance_info_stays_unknown_and_is_logged_once(
 
 
 class _Balances(http.server.BaseHTTPRequestHandler):
-    answers = {
+    answers: ClassVar[dict[str, bytes]] = {
         "/rich/v1/balance/info": b'{"balance": 21000, "reserved": 500}',
         "/empty/v1/balance/info": b'{"balance": 0, "reserved": 0}',
     }
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+    def do_GET(self) -> None:
         body = self.answers.get(self.path)
         self.send_response(200 if body is not None else 404)
         self.send_header("Content-Length", str(len(body or b"")))
         self.end_headers()
         self.wfile.write(body or b"")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the API's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
