@@ -12,11 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arbstr.config import Provider, RetrySettings, Rule
+from arbstr.errors import ConfigError
 from arbstr.money import Rates
 from arbstr.routing import FundsBoard, reservation_for, reservation_msats, route
 from arbstr.routing.retry import Fail, Failure, Fallback, decide
 from arbstr.routing.router import Candidate
+from arbstr.routstr.balance_poll import BalancePoller
 from arbstr.upstream.client import is_funds_answer
+from harness import make_config, provider
 
 MID = 0.5
 
@@ -317,3 +320,22 @@ def test_funds_rank_before_latency_and_choose_the_auto_model() -> None:
     auto = Rule("auto", ("m", "n"), "lowest_cost", None, ())
     r = route([PROVIDERS[0], other], auto, "auto", 1, lambda _: 1, {}, affords)
     assert r.model == "n"  # the cheapest pair's key cannot pay: the next one is chosen
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def test_balance_interval_s_defaults_to_300_and_0_turns_polling_off() -> None:
+    def cfg(**kw: object) -> Provider:
+        entry = provider("a", "http://127.0.0.1:9/v1", **kw)
+        if kw.get("balance_interval_s") is None:
+            del entry["balance_interval_s"]
+        return make_config({"providers": [entry]}).providers[0]
+
+    assert cfg().balance_interval_s == 300.0
+    assert cfg(balance_interval_s=0.5).balance_interval_s == 0.5
+    assert BalancePoller([cfg()], FundsBoard()).enabled
+    assert not BalancePoller([cfg(balance_interval_s=0)], FundsBoard()).enabled
+    assert not BalancePoller([cfg(api_key="")], FundsBoard()).enabled  # no key: nothing to ask
+    with pytest.raises(ConfigError, match="balance_interval_s"):
+        cfg(balance_interval_s=-1)
