@@ -3,7 +3,8 @@
 ``FakeUpstream`` is a real HTTP server on 127.0.0.1 (or ``host="::1"``; https with
 ``ssl_context``; ephemeral port). Each ``POST .../chat/completions`` it receives pops the
 next scripted action from its queue (``push``), or uses ``default`` when the queue is empty;
-every request is recorded.
+every request is recorded. ``GET .../models`` lists ``models`` (or ``models_reply``);
+``GET .../balance/info`` answers ``balance_reply`` (404 while it is None).
 
     async with FakeUpstream() as up:
         up.push(Reply(status=503, json={"error": {...}}), Completion("Hi there"))
@@ -323,6 +324,7 @@ class FakeUpstream:
         self.default: Action = default if default is not None else Completion()
         self.models: list[str] = list(models)
         self.models_reply: Reply | None = None  # overrides the GET /models answer
+        self.balance_reply: Reply | None = None  # GET /balance/info answer (None: 404)
         self.requests: list[RecordedRequest] = []
         self.disconnect_times: list[float] = []
         self.disconnected = asyncio.Event()
@@ -478,6 +480,8 @@ class FakeUpstream:
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
             ]
             return await self._reply(Reply(json={"object": "list", "data": data}))
+        if rec.path.endswith("/balance/info") and self.balance_reply is not None:
+            return await self._reply(self.balance_reply)
         if not rec.path.endswith("/chat/completions"):
             return await self._reply(
                 Reply(

@@ -24,7 +24,8 @@ def make_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Conf
 
 
 def provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
-    """A provider config entry with sensible test defaults."""
+    """A provider config entry with sensible test defaults (no balance polling: a test that
+    wants it sets ``balance_interval_s``, so that other tests' upstreams see only chats)."""
     entry: dict[str, Any] = {
         "name": name,
         "url": url,
@@ -33,6 +34,7 @@ def provider(name: str, url: str, **kw: Any) -> dict[str, Any]:
         "input_rate": 10,
         "output_rate": 30,
         "base_fee": 0,
+        "balance_interval_s": 0,
     }
     entry.update(kw)
     return entry

@@ -31,6 +31,7 @@ listen = "127.0.0.1:8080"
 name = "alpha"
 url = "https://alpha.example/v1"
 api_key = "${{ALPHA_KEY}}"
+balance_interval_s = 0
 models = ["gpt-4o", "gpt-4o-mini"]
 input_rate = 10
 output_rate = 30
@@ -44,6 +45,7 @@ cache_read_rate = 0.15
 [[providers]]
 name = "beta-2"
 url = "https://beta.example/v1"
+balance_interval_s = 0
 models = ["claude-3.5-sonnet"]
 input_rate = 0.0000001
 output_rate = 12.345678
@@ -236,10 +238,10 @@ def test_providers_table(cli: Cli) -> None:
     rows = {}
     for line in res.stdout.splitlines():
         cells = [c.strip() for c in line[1:-1].split("│")]
-        if line.startswith("│") and len(cells) == 10:
+        if line.startswith("│") and len(cells) == 11:
             rows[(cells[0], cells[2])] = cells
-    # provider, url, model, in/1k, cached/1k, out/1k, base fee, key, key source, prices;
-    # nothing cut short
+    # provider, url, model, in/1k, cached/1k, out/1k, base fee, key, key source, prices,
+    # funds; nothing cut short
     assert rows[("alpha", "gpt-4o")] == [
         "alpha",
         "https://alpha.example/v1",
@@ -251,6 +253,7 @@ def test_providers_table(cli: Cli) -> None:
         "sk-alp…***",
         "env ${ALPHA_KEY}",
         "configured",
+        "unknown (not polled)",
     ]
     assert rows[("", "gpt-4o-mini")][3:7] == ["1.5", "0.15", "6.0", "1.0"]  # per-model override
     assert rows[("beta-2", "claude-3.5-sonnet")][3:9] == [
@@ -262,7 +265,9 @@ def test_providers_table(cli: Cli) -> None:
         "env ARBSTR_BETA_2_API_KEY",
     ]
     assert rows[("gamma", "(any)")][7:9] == ["[REDACTED]", "config file (literal)"]
+    assert rows[("gamma", "(any)")][10].startswith("unknown: ")  # nothing listens on port 9
     assert rows[("delta", "[bold]odd-model")][7:9] == ["(none)", "none (set ARBSTR_DELTA_API_KEY)"]
+    assert rows[("delta", "[bold]odd-model")][10] == "unknown (no key)"
     assert_no_secret(res.stdout, res.stderr)
 
 

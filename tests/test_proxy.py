@@ -361,6 +361,7 @@ async def test_models_providers_health(
         "state": "closed",
         "consecutive_failures": 0,
         "latency_ms_avg": None,
+        "funds": "unknown",
     }
 
 

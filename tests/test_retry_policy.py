@@ -61,7 +61,7 @@ def test_200_that_is_not_json_fails_and_is_not_retried() -> None:
         assert "billed" in d.error.message
 
 
-@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 413, 422])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])  # 402: test_funds.py
 def test_other_4xx_pass_through(status: int) -> None:
     failure = Failure("status", status)
     assert failure.passes_through and not failure.possibly_billed

@@ -102,11 +102,12 @@ async def loaded_while_serving(tmp_path: Path, paths: list[str], *args: str) -> 
 
 
 def write_config(tmp_path: Path, mock: MockProvider, *, discover: bool = False) -> str:
+    """A provider with a key but no balance polling (which, like discovery, uses aiohttp)."""
     path = tmp_path / "config.toml"
     path.write_text(
         f'[[providers]]\nname = "a"\nurl = "{mock.url}"\napi_key = "${{TEST_KEY}}"\n'
         f'models = ["gpt-4o"]\ninput_rate = 1\noutput_rate = 2\n'
-        f"discover = {str(discover).lower()}\n"
+        f"discover = {str(discover).lower()}\nbalance_interval_s = 0\n"
     )
     path.chmod(0o600)
     return str(path)

@@ -9,6 +9,7 @@ import typer
 from arbstr.cli.common import ConfigOpt, console, esc, load, warn
 
 if TYPE_CHECKING:
+    from arbstr.config import Config, Provider
     from arbstr.routstr import Balance, PriceBook
 
 
@@ -32,23 +33,26 @@ def check(config: ConfigOpt = None) -> None:
 
 
 def providers(config: ConfigOpt = None) -> None:
-    """Table of providers, models, rates (sats per 1k tokens) and masked keys.
+    """Table of providers, models, rates (sats per 1k tokens), masked keys and funds.
 
     Providers with ``discover = true`` have their prices fetched from ``GET {url}/models``
-    now, as ``serve`` would; a failure is shown and the configured rates are listed."""
+    now, as ``serve`` would; a failure is shown and the configured rates are listed. Those
+    whose balance ``serve`` polls have it fetched from ``GET {url}/balance/info`` now."""
     from rich.table import Table
 
     from arbstr.routstr import PriceBook
 
     cfg = load(config)
     book = PriceBook(cfg.providers)
-    if book.enabled:
+    polled = [p for p in cfg.providers if p.api_key and p.balance_interval_s > 0]
+    balances: dict[str, Balance] = {}
+    if book.enabled or polled:
         from arbstr.server.runner import run
 
-        run(_discover_prices(book, cfg.server.connect_timeout_s))
+        run(_fetch_now(book, polled, cfg, balances))
     table = Table(title=f"providers ({esc(cfg.source)})")
     money = ("in/1k", "cached/1k", "out/1k", "base fee")
-    cols = ("provider", "url", "model", *money, "key", "key source", "prices")
+    cols = ("provider", "url", "model", *money, "key", "key source", "prices", "funds")
     for col in cols:
         table.add_column(col, justify="right" if col in money else "left")
     for p in book.listed:
@@ -74,6 +78,7 @@ def providers(config: ConfigOpt = None) -> None:
                 p.masked_key if i == 0 else "",
                 p.key_source if i == 0 else "",
                 prices if i == 0 else "",
+                _funds_cell(p, balances.get(p.name)) if i == 0 else "",
             )
             table.add_row(*(esc(c) for c in cells))
     out = console()
@@ -83,13 +88,37 @@ def providers(config: ConfigOpt = None) -> None:
     warn(cfg)
 
 
-async def _discover_prices(book: PriceBook, connect_timeout_s: float) -> None:
+async def _fetch_now(
+    book: PriceBook, polled: list[Provider], cfg: Config, balances: dict[str, Balance]
+) -> None:
+    import asyncio
+
     import aiohttp
 
-    from arbstr.routstr import discovery_timeout_s
+    from arbstr.routstr import discovery_timeout_s, fetch_balances
 
+    timeout_s = discovery_timeout_s(cfg.server.connect_timeout_s)
     async with aiohttp.ClientSession() as session:
-        await book.refresh_all(session, discovery_timeout_s(connect_timeout_s))
+        _, found = await asyncio.gather(
+            book.refresh_all(session, timeout_s), fetch_balances(session, polled, timeout_s)
+        )
+    balances.update((b.provider, b) for b in found)
+
+
+def _funds_cell(p: Provider, b: Balance | None) -> str:
+    """``ok (12.345 sats)``, ``insufficient (0.000 sats)``, or ``unknown`` and why: what
+    ``/health`` says of the provider's funds before any request."""
+    from arbstr.money import format_msats
+    from arbstr.routing import FundsBoard
+
+    if b is None:
+        return "unknown (no key)" if not p.api_key else "unknown (not polled)"
+    msats = b.balance_msats
+    if msats is None:
+        return f"unknown: {b.error}"
+    board = FundsBoard()
+    board.record_balance(p.name, msats)
+    return f"{board.state(p.name)} ({format_msats(msats)} sats)"
 
 
 def balance(

@@ -231,6 +231,7 @@ def config_from_data(
                 model_rates=model_rates,
                 discover=ps.discover,
                 discover_interval_s=ps.discover_interval_s,
+                balance_interval_s=ps.balance_interval_s,
             )
         )
 

@@ -39,6 +39,7 @@ class Provider:
     model_rates: Mapping[str, Rates]
     discover: bool = False
     discover_interval_s: float = 120.0
+    balance_interval_s: float = 300.0  # 0: the balance is not polled
     model_info: Mapping[str, ModelInfo] = field(default_factory=dict)  # from price discovery
     # canonical_slug -> listed id, built with the provider (once per price refresh)
     _slugs: Mapping[str, str] = field(init=False, repr=False, compare=False)

@@ -95,6 +95,7 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     cache_write_rate: NonNeg | None = None  # ... written to the cache; default input_rate
     discover: bool = False
     discover_interval_s: Positive = 120.0
+    balance_interval_s: NonNeg = 300.0  # GET /balance/info this often (with a key); 0: never
     model_rates: dict[str, ModelRateSection] = {}
 
 

@@ -1,7 +1,9 @@
 """Pure routing decisions: which policy rule (``policy``), what a request costs and is
 estimated to cost (``pricing``), which providers in which order (``router``), whether and how
-to retry (``retry``), and each provider's breaker state (``health``). No I/O."""
+to retry (``retry``), each provider's breaker state (``health``) and what its key can pay
+(``funds``). No I/O."""
 
+from arbstr.routing.funds import FundsBoard, reservation_for, reservation_msats
 from arbstr.routing.health import HealthBoard
 from arbstr.routing.policy import select_policy
 from arbstr.routing.pricing import (
@@ -19,6 +21,7 @@ __all__ = [
     "Fail",
     "Failure",
     "Fallback",
+    "FundsBoard",
     "HealthBoard",
     "Retry",
     "Route",
@@ -27,6 +30,8 @@ __all__ = [
     "estimate_cost",
     "estimate_input_tokens",
     "estimate_output_tokens",
+    "reservation_for",
+    "reservation_msats",
     "route",
     "select_policy",
 ]

@@ -2,7 +2,9 @@
 
 Money decides: a failed request is not charged with Routstr ``sk-`` keys, so failures are
 retried (same provider with backoff, then fallback); an attempt that may have been billed
-(read timeout, a 2xx that is not a completion) is not sent again unless configured.
+(read timeout, a 2xx that is not a completion) is not sent again unless configured. A 402
+(the key's balance cannot cover the node's reservation) is free and says nothing about the
+model: the next provider is tried, the same one is not.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 from arbstr.config import RetrySettings
 from arbstr.errors import UpstreamError
 
-FailureKind = Literal["connect", "status", "reset", "timeout", "invalid"]
+FailureKind = Literal["connect", "status", "funds", "reset", "timeout", "invalid"]
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 JITTER = 0.25  # the backoff is scaled by a factor in [1 - JITTER, 1 + JITTER]
 
@@ -21,7 +23,8 @@ JITTER = 0.25  # the backoff is scaled by a factor in [1 - JITTER, 1 + JITTER]
 @dataclass(frozen=True, slots=True)
 class Failure:
     """One failed attempt: ``connect`` (never sent), ``status`` (an HTTP error answer),
-    ``reset`` (broken before a complete answer), ``timeout`` (read timeout after sending) or
+    ``funds`` (a 402: the key cannot pay the node's reservation; nothing charged), ``reset``
+    (broken before a complete answer), ``timeout`` (read timeout after sending) or
     ``invalid`` (a 2xx that is not a completion)."""
 
     kind: FailureKind
@@ -77,6 +80,10 @@ def decide(failure: Failure, attempt: int, settings: RetrySettings, jitter: floa
     delay, fall back to the next provider, or fail. ``jitter`` is a uniform draw in [0, 1]."""
     if failure.passes_through:
         return Fail(None)
+    if failure.kind == "funds":
+        # the provider's problem, not the request's nor the model's: never the same provider
+        # again (its balance will not grow in a backoff); without fallback, passed through
+        return Fallback("insufficient funds (HTTP 402)") if settings.fallback else Fail(None)
     if failure.kind == "timeout" and not settings.retry_on_timeout:
         return Fail(
             UpstreamError(

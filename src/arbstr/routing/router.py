@@ -28,17 +28,25 @@ class Route:
     candidates: tuple[Candidate, ...]  # best first
 
 
-def _rank_key(strategy: str) -> Callable[[Candidate], tuple[float, float, float, str]]:
+RankKey = tuple[bool, float, float, float, str]
+
+
+def _rank_key(
+    strategy: str, affords: Callable[[Candidate], bool] | None
+) -> Callable[[Candidate], RankKey]:
+    """Sort key: first whether the provider's key cannot cover the request (``affords``;
+    None: nothing known, every candidate can), then cost or latency, then the name."""
     if strategy == "lowest_latency":
 
-        def by_latency(c: Candidate) -> tuple[float, float, float, str]:
+        def by_latency(c: Candidate) -> RankKey:
+            short = affords is not None and not affords(c)
             known = c.latency_ms is not None
-            return (0.0 if known else 1.0, c.latency_ms or 0.0, c.est_cost, c.provider.name)
+            return (short, 0.0 if known else 1.0, c.latency_ms or 0.0, c.est_cost, c.provider.name)
 
         return by_latency
 
-    def by_cost(c: Candidate) -> tuple[float, float, float, str]:
-        return (c.est_cost, 0.0, 0.0, c.provider.name)
+    def by_cost(c: Candidate) -> RankKey:
+        return (affords is not None and not affords(c), c.est_cost, 0.0, 0.0, c.provider.name)
 
     return by_cost
 
@@ -79,14 +87,17 @@ def route(
     input_tokens: int,
     output_tokens_for: Callable[[str], int],
     latency_ms: Mapping[str, float | None],
+    affords: Callable[[Candidate], bool] | None = None,
 ) -> Route:
     """Rank the candidates for a request.
 
     A concrete model is never replaced by another; ``auto`` picks the best (provider, model)
     pair among the rule's ``allowed_models`` and keeps only that model's providers for
-    fallback. Raises :class:`InvalidRequest` / :class:`NoProvider` (both 400).
+    fallback. ``affords(candidate)`` (None: no funds known) says whether the provider's key
+    can cover the request: those that cannot are ranked after those that can, never dropped.
+    Raises :class:`InvalidRequest` / :class:`NoProvider` (both 400).
     """
-    key = _rank_key(rule.strategy)
+    key = _rank_key(rule.strategy, affords)
     if requested_model in AUTO_MODELS:
         if not rule.allowed_models:
             raise InvalidRequest(

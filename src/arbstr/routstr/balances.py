@@ -31,6 +31,11 @@ class Balance:
     balance_sats: Decimal | None = None
     reserved_sats: Decimal | None = None
     error: str | None = None
+    http_status: int | None = None  # of a /balance/info answer that was not 200
+
+    @property
+    def balance_msats(self) -> int | None:
+        return None if self.balance_sats is None else int(self.balance_sats.scaleb(3))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,7 +63,7 @@ async def fetch_balance(
         ) as resp:
             body = await resp.read()
             if resp.status != 200:
-                return Balance(provider.name, error=f"HTTP {resp.status}")
+                return Balance(provider.name, error=f"HTTP {resp.status}", http_status=resp.status)
         info = _balance_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return Balance(provider.name, error="unreadable /balance/info answer")

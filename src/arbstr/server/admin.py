@@ -36,10 +36,15 @@ def provider_json(p: Provider, discovery: DiscoveryStatus | None = None) -> dict
 
 async def health(gw: Gateway, send: Send) -> None:
     providers = gw.health.snapshot()
+    funds = gw.funds.snapshot()
+    for name, entry in providers.items():
+        entry.update(funds.get(name) or {"funds": "unknown"})
     states = [v["state"] for v in providers.values()]
     if states and all(s == "open" for s in states):
         status, code = "unhealthy", 503
-    elif any(s != "closed" for s in states):
+    elif any(s != "closed" for s in states) or any(
+        v["funds"] == "insufficient" for v in providers.values()
+    ):  # a key short of funds degrades, but never makes arbstr unhealthy by itself
         status, code = "degraded", 200
     else:
         status, code = "ok", 200

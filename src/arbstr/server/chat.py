@@ -31,6 +31,7 @@ from arbstr.routing import (
     cost_msats,
     estimate_input_tokens,
     estimate_output_tokens,
+    reservation_for,
     route,
     select_policy,
 )
@@ -84,6 +85,8 @@ class Prepared:
         if c.model == self.route.model:
             return self.body
         return upstream_body(self.original, self.request, c.model)
+
+    reserve: Callable[[Candidate], int | None]  # msats a candidate's node reserves for it
 
 
 class ChatHandler:
@@ -163,10 +166,23 @@ class ChatHandler:
         def out_tokens(model: str) -> int:
             return estimate_output_tokens(req.max_tokens, in_tokens, ratios.get(rule.name, model))
 
-        r = route(gw.prices.providers, rule, req.model, in_tokens, out_tokens, gw.health.latency_ms)
+        def reserve(c: Candidate) -> int | None:
+            # what c's node holds back before forwarding, from its published limits
+            return reservation_for(c.provider.model_info.get(c.model), c.rates, req.max_tokens)
+
+        affords = gw.funds.predicate(reserve)  # None (nothing to check) until funds are known
+        r = route(
+            gw.prices.providers,
+            rule,
+            req.model,
+            in_tokens,
+            out_tokens,
+            gw.health.latency_ms,
+            affords,
+        )
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
-        return Prepared(upstream_body(body, req, r.model), req, r, body)
+        return Prepared(upstream_body(body, req, r.model), req, r, body, reserve)
 
     async def _attempts(
         self,
@@ -197,6 +213,8 @@ class ChatHandler:
                 log=ex.attempts,
                 rng=gw.rng,
                 on_candidate=lambda c: _set_candidate(ex, c),
+                funds=gw.funds,
+                reserve=prep.reserve,
             )
         except AttemptFailed as failure:
             watch.stop()

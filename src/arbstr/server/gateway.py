@@ -1,4 +1,5 @@
-"""The proxy's long-lived state: config, upstream client, health board, record sink."""
+"""The proxy's long-lived state: config, upstream client, health and funds boards, record
+sink."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from arbstr.config import Config
 from arbstr.logs import set_redactor
 from arbstr.records import MemorySink, RatioBook, RecordSink
 from arbstr.redact import Redactor
-from arbstr.routing import HealthBoard
+from arbstr.routing import FundsBoard, HealthBoard
+from arbstr.routstr.balance_poll import BalancePoller
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
 from arbstr.upstream import UpstreamClient
@@ -38,6 +40,9 @@ class Gateway:
             cooldown_s=config.retry.breaker_cooldown_s,
             max_cooldown_s=config.retry.max_cooldown_s,
         )
+        # what each provider's key can pay, from 402s, successes and polled balances
+        self.funds = FundsBoard(p.name for p in config.providers)
+        self.balances = BalancePoller(config.providers, self.funds)
         self.sink: RecordSink = sink if sink is not None else MemorySink()
         # a Store sink is the request log: /health, /v1/stats, /v1/requests and the
         # persisted learned ratios use it; close() flushes it
@@ -63,9 +68,12 @@ class Gateway:
             session = await self.upstream.get_session()
             await self.prices.refresh_all(session, self.discovery_timeout_s)
             self.prices.start(session, self.discovery_timeout_s)
+        if self.balances.enabled:  # in the background: serving does not wait for balances
+            self.balances.start(self.upstream.get_session, self.discovery_timeout_s)
 
     async def close(self) -> None:
         try:
+            await self.balances.stop()
             await self.prices.stop()
             await self.upstream.close()
         finally:

@@ -6,6 +6,9 @@ An attempt either succeeds (:class:`JsonReply` / :class:`StreamReply`) or raises
 * ``connect``  — never sent (refused, DNS, connect timeout): always safe to retry.
 * ``status``   — the provider answered 429/5xx (retryable: with Routstr ``sk-`` keys a failed
   request is not charged) or another 4xx (not retried: passed to the client as is).
+* ``funds``    — a 402, or a 4xx (not 429) saying ``insufficient_balance`` or
+  ``balance_limit_exceeded``: the key cannot cover the node's reservation; nothing was
+  charged, another provider may serve.
 * ``reset``    — the connection broke before a complete answer: retryable.
 * ``timeout``  — a read timeout after the request was sent: the provider may still bill it,
   so it is retried only with ``retry_on_timeout``.
@@ -21,6 +24,8 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from arbstr import __version__
 from arbstr.config import Provider
@@ -251,7 +256,7 @@ def _status_failure(
 ) -> AttemptFailed:
     snippet = body[:200].decode("utf-8", "replace").strip()
     return AttemptFailed(
-        "status",
+        "funds" if is_funds_answer(status, body) else "status",
         f"{provider.name} answered HTTP {status}" + (f": {snippet}" if snippet else ""),
         status=status,
         body=body,
@@ -272,3 +277,28 @@ def _classify(provider: Provider, exc: BaseException) -> BaseException:
     if isinstance(exc, OSError):
         return AttemptFailed("reset", f"{name}: connection broken: {exc or type(exc).__name__}")
     return exc
+
+
+FUNDS_CODES = frozenset({"insufficient_balance", "balance_limit_exceeded"})
+_any_json = msgspec.json.Decoder()
+
+
+def is_funds_answer(status: int, body: bytes) -> bool:
+    """A Routstr node's "the key's balance cannot cover this request": any 402, or a 4xx with
+    ``insufficient_balance`` / ``balance_limit_exceeded`` as ``error.code``, ``error.type`` or
+    ``detail.type`` (a 429 stays a rate limit, retried)."""
+    if status == 402:
+        return True
+    if not 400 <= status < 500 or status == 429 or not any(c.encode() in body for c in FUNDS_CODES):
+        return False
+    try:
+        doc = _any_json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    if not isinstance(doc, dict):
+        return False
+    for outer, inner in (("error", "code"), ("error", "type"), ("detail", "type")):
+        part = doc.get(outer)
+        if isinstance(part, dict) and part.get(inner) in FUNDS_CODES:
+            return True
+    return False

@@ -2,7 +2,8 @@
 
 The candidates are tried in order, each up to ``max_attempts_per_provider`` times; this
 module asks the circuit breaker before every attempt and tells it the verdict after, sleeps
-the backoff the policy chose and keeps everything within one deadline.
+the backoff the policy chose and keeps everything within one deadline. A 402 (insufficient
+funds) is no verdict on the provider's health: it goes to the funds board instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypeVar
 
 from arbstr.config import RetrySettings
 from arbstr.errors import AllCoolingDown, DeadlineExceeded, UpstreamError
+from arbstr.routing.funds import FundsBoard
 from arbstr.routing.health import HealthBoard
 from arbstr.routing.retry import Fail, Retry, decide
 from arbstr.routing.router import Candidate
@@ -69,12 +71,16 @@ async def run_with_retries(
     log: AttemptLog,
     rng: random.Random | None = None,
     on_candidate: Callable[[Candidate], None] | None = None,
+    funds: FundsBoard | None = None,
+    reserve: Callable[[Candidate], int | None] | None = None,
 ) -> tuple[Candidate, T]:
     """Try ``attempt(candidate, timeout_s)`` over the candidates until one succeeds.
 
     Raises the upstream's non-retryable 4xx as :class:`AttemptFailed` (the caller passes it
-    through), :class:`AllCoolingDown` (503), :class:`DeadlineExceeded` (504) or
-    :class:`UpstreamError` (502, or 504 for a timeout that is not retried).
+    through; so is a 402 when no other candidate is left), :class:`AllCoolingDown` (503),
+    :class:`DeadlineExceeded` (504) or :class:`UpstreamError` (502, or 504 for a timeout that
+    is not retried). ``funds`` learns of 402s (with ``reserve(candidate)``, the msats the
+    request needed there, when known) and of successes.
     """
     rng = rng or random.Random()
     tried_any = False
@@ -100,6 +106,14 @@ async def run_with_retries(
                 log.in_flight = False
                 log.waited_s += time.monotonic() - t0
                 decision = decide(exc.failure, n, settings, rng.random())
+                if exc.kind == "funds":  # free, and no strike: the key's balance, not the node
+                    health.release(name)
+                    log.add(name, exc)
+                    if funds is not None:
+                        funds.record_short(name, reserve(cand) if reserve is not None else None)
+                    if isinstance(decision, Fail):
+                        raise
+                    break
                 if isinstance(decision, Fail) and decision.error is None:
                     health.release(name)  # the request's fault, not the provider's
                     raise
@@ -116,6 +130,8 @@ async def run_with_retries(
             elapsed = time.monotonic() - t0
             log.waited_s += elapsed
             health.record_success(name, elapsed * 1000.0)
+            if funds is not None:
+                funds.record_success(name)
             return cand, result
         if time.monotonic() >= deadline:
             raise _deadline(log)
@@ -128,6 +144,8 @@ async def run_with_retries(
     if time.monotonic() >= deadline:
         raise _deadline(log)
     last = log.last_failure
+    if last is not None and last.kind == "funds":
+        raise last  # no candidate left after a 402: the client sees it as the node sent it
     detail = f": {last.message}" if last is not None else ""
     raise UpstreamError(f"all upstream attempts failed ({log.header() or 'none'}){detail}")
 
