@@ -93,6 +93,14 @@ async def test_models_lists_sats_prices_per_token_at_the_btc_rate(
     assert node.models_calls == 2
 
 
+async def test_routes_live_under_the_root(routstr_node: StartNode) -> None:
+    node = routstr_node([MINI], root="/api/")
+    assert node.url == f"http://127.0.0.1:{node.port}/api/v1"
+    async with aiohttp.ClientSession() as s, s.get(node.url + "/models") as r:
+        assert r.status == 200
+        assert [m["id"] for m in (await r.json())["data"]] == ["gpt-4o-mini"]
+
+
 async def test_unknown_key_is_401_and_balance_info_in_msats(node: FakeRoutstr, http: Http) -> None:
     bad = await http.chat(key="sk-nobody")
     assert bad.status == 401
