@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from arbstr import logs
 from arbstr.mock import MockProvider, start_mock_providers
+from fake_routstr import FakeRoutstr, NodeModel
 from fake_upstream import FakeUpstream
 from harness import ProxyThread
 
@@ -61,3 +63,19 @@ def proxies() -> Iterator[list[ProxyThread]]:
     yield started
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def routstr_node() -> Iterator[Callable[..., FakeRoutstr]]:
+    """Starts fake Routstr nodes (tests/fake_routstr.py): ``routstr_node(models, keys=...)``;
+    closed at the end of the test (ask for it before ``proxies``, so proxies stop first)."""
+    started: list[FakeRoutstr] = []
+
+    def start(models: Sequence[NodeModel], **kw: Any) -> FakeRoutstr:
+        node = FakeRoutstr(models, **kw).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.close()
