@@ -354,19 +354,54 @@ def test_client_leaving_mid_stream_is_possibly_billed(
 def test_underfunded_cheaper_provider_falls_back_to_a_funded_one(
     routstr_node: StartNode, arbstr: Callable[..., Arbstr]
 ) -> None:
+    """Balance not polled: the cheaper node is tried, answers 402, and the funded one serves."""
     cheap_model = replace(SONNET, prompt_usd=2e-6, completion_usd=10e-6)
     cheap = node_for(routstr_node, "cheap", [cheap_model], balance=100_000)  # < 419.84 sats
     funded = node_for(routstr_node, "funded", [SONNET])
-    arb = arbstr({"cheap": cheap, "funded": funded})
+    arb = arbstr({"cheap": cheap, "funded": funded}, balance_interval_s=0)
     raw = arb.client.chat.completions.with_raw_response.create(
         model="claude-3.5-sonnet", messages=MSG
     )
     assert raw.http_response.status_code == 200
     assert raw.headers["x-arbstr-provider"] == "funded"
+    assert raw.headers["x-arbstr-retries"] == "1/cheap"
     assert raw.headers["x-arbstr-cost-sats"] == header_sats(spent(funded, "funded"))
     assert cheap.balance(key_of("cheap")) == 100_000  # nothing charged
-    assert all(r.status == 402 for r in cheap.requests)
-    assert arb.get("/health")["providers"]["cheap"]["funds"] == "insufficient"
+    assert [r.status for r in cheap.requests] == [402]
+    health = arb.get("/health")["providers"]["cheap"]
+    assert health["funds"] == "insufficient"
+    assert health["consecutive_failures"] == 0  # a 402 is no strike against the breaker
+    # the next request goes to the funded node first: no second 402
+    arb.client.chat.completions.create(model="claude-3.5-sonnet", messages=MSG)
+    assert len(cheap.requests) == 1
+
+
+def test_known_short_balance_ranks_the_cheaper_provider_last(
+    routstr_node: StartNode, arbstr: Callable[..., Arbstr]
+) -> None:
+    """Balance polled: arbstr knows the cheaper node would refuse, and does not ask it."""
+    cheap_model = replace(SONNET, prompt_usd=2e-6, completion_usd=10e-6)
+    # 300 sats: below the 419.84 the node reserves, above its 256.2 when max_tokens is 20
+    cheap = node_for(routstr_node, "cheap", [cheap_model], balance=300_000)
+    funded = node_for(routstr_node, "funded", [SONNET])
+    arb = arbstr({"cheap": cheap, "funded": funded}, balance_interval_s=60)
+    deadline = time.monotonic() + 5
+    while arb.get("/health")["providers"]["cheap"].get("balance_sats") is None:
+        assert time.monotonic() < deadline, "the balance was never polled"
+        time.sleep(0.02)
+    raw = arb.client.chat.completions.with_raw_response.create(
+        model="claude-3.5-sonnet", messages=MSG
+    )
+    assert raw.headers["x-arbstr-provider"] == "funded"
+    assert "x-arbstr-retries" not in raw.headers
+    assert cheap.requests == []
+    # with max_tokens small enough, the node's reservation fits the balance: cheap serves
+    raw = arb.client.chat.completions.with_raw_response.create(
+        model="claude-3.5-sonnet", messages=MSG, max_tokens=20
+    )
+    assert raw.headers["x-arbstr-provider"] == "cheap"
+    charged = 300_000 - cheap.balance(key_of("cheap"))
+    assert charged > 0 and raw.headers["x-arbstr-cost-sats"] == header_sats(charged)
 
 
 def test_single_underfunded_provider_answers_402(
