@@ -43,11 +43,13 @@ def estimate_cost(
 ) -> float:
     """Approximate cost used to rank candidates before the response is known (``cached_tokens``
     of the ``input_tokens`` at the cache-read rate)."""
-    cost = input_tokens * rates.input_f + output_tokens * rates.output_f
-    if cached_tokens:
-        cached = min(max(cached_tokens, 0.0), max(input_tokens, 0.0))
-        cost += cached * (rates.cache_read_f - rates.input_f)
-    return cost / 1000.0 + rates.base_f
+    if not cached_tokens:
+        cost = input_tokens * rates.input_f + output_tokens * rates.output_f
+        return cost / 1000.0 + rates.base_f
+    cached = min(max(cached_tokens, 0.0), max(input_tokens, 0.0))
+    # (the uncached part on its own: input * rate - cached * rate would cancel catastrophically)
+    cost = (input_tokens - cached) * rates.input_f + cached * rates.cache_read_f
+    return (cost + output_tokens * rates.output_f) / 1000.0 + rates.base_f
 
 
 def estimate_input_tokens(text_chars: int) -> int:

@@ -36,12 +36,17 @@ class Charge:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """``x-arbstr-cost-sats`` and ``x-arbstr-cost-source`` (none when nothing is known)."""
-        msats, source = self.msats, self.source
-        if msats is None or source is None:
+        # (msats and source spelt out: this runs for every answer)
+        if self.provider_msats is not None:
+            return [
+                (b"x-arbstr-cost-sats", format_msats(self.provider_msats).encode()),
+                (b"x-arbstr-cost-source", b"provider"),
+            ]
+        if self.computed_msats is None:
             return []
         return [
-            (b"x-arbstr-cost-sats", format_msats(msats).encode()),
-            (b"x-arbstr-cost-source", source.encode()),
+            (b"x-arbstr-cost-sats", format_msats(self.computed_msats).encode()),
+            (b"x-arbstr-cost-source", b"computed"),
         ]
 
     def trailer_fields(self) -> dict[str, Any]:

@@ -81,6 +81,9 @@ def billed_estimate(ex: Exchange, route: Route | None = None) -> int | None:
     attempt that may have been billed (timed out, or answered unreadably), and for the one an
     upstream may still be working on, which is billed in full: at least the output tokens
     already relayed of a stream the client left."""
+    attempts = ex.attempts
+    if not attempts.billed and not attempts.in_flight:
+        return None  # the usual case, on every answered request: nothing to add up
     by_name = {c.provider.name: c for c in route.candidates} if route is not None else {}
     billed = [by_name[n] for n in ex.attempts.billed if n in by_name]
     est_in, est_out = ex.est_input_tokens, ex.est_output_tokens

@@ -147,7 +147,10 @@ async def run_with_retries(
     if last is not None and last.kind == "funds":
         raise last  # no candidate left after a 402: the client sees it as the node sent it
     detail = f": {last.message}" if last is not None else ""
-    raise UpstreamError(f"all upstream attempts failed ({log.header() or 'none'}){detail}")
+    message = f"all upstream attempts failed ({log.header() or 'none'}){detail}"
+    if last is not None and last.kind == "timeout":  # retried (retry_on_timeout), and timed out
+        raise UpstreamError(message, status=504, code="upstream_timeout")
+    raise UpstreamError(message)
 
 
 async def _sleep_within(retry: Retry, deadline: float, log: AttemptLog) -> bool:
