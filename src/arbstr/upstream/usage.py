@@ -38,6 +38,9 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
     total_msats: int | None = None  # usage.cost.total_msats
     sats_msats: int | None = None  # usage.cost_sats, else a bare numeric usage.cost, in msats
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
+    # prompt tokens written to the provider's cache (Anthropic cache_creation_input_tokens);
+    # like cached_tokens, part of prompt_tokens
+    cache_write_tokens: int | None = None
 
 
 # The usual shape, decoded in one pass; a ValidationError sends us to the field-by-field path.
