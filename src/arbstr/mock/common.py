@@ -121,8 +121,9 @@ def tool_said(opening: tuple[str, ...]) -> tuple[str, ...]:
 def plan_text(
     spec: MockSpec, opening: tuple[str, ...], said: str, prompt_tokens: int, limit: int | None
 ) -> Plan:
-    """A text answer: the opening, then the start of ``said``; cut at ``limit`` tokens."""
-    words = [*opening, *said[:SNIPPET_CHARS].split()]
+    """A text answer: the opening, then the start of ``said`` (the user's own words); cut at
+    ``limit`` tokens."""
+    words = [*opening, *clean_user_text(said)[:SNIPPET_CHARS].split()]
     tokens = [w + " " for w in words]
     tokens[-1] = words[-1]
     truncated = limit is not None and limit < len(tokens)

@@ -50,7 +50,8 @@ def _tokens(item: str | list[int]) -> int:
 
 
 def embedding(model: str, item: str | list[int], dimensions: int) -> list[float]:
-    """A deterministic unit vector for one input."""
+    """A deterministic unit vector for one input, in float32 precision (so floats and base64
+    carry the same numbers)."""
     seed = (model + "\0" + (item if isinstance(item, str) else encode(item).decode())).encode()
     raw = b""
     counter = 0
@@ -59,7 +60,8 @@ def embedding(model: str, item: str | list[int], dimensions: int) -> list[float]
         counter += 1
     values = [b / 127.5 - 1.0 for b in raw[:dimensions]]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
+    packed = struct.pack(f"<{dimensions}f", *(v / norm for v in values))
+    return list(struct.unpack(f"<{dimensions}f", packed))
 
 
 def answer_embeddings(ctx: Ctx, raw: bytes) -> Answer:
