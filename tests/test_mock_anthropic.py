@@ -261,5 +261,6 @@ async def test_errors_in_anthropic_shape(
 async def test_bearer_auth_through_the_sdk(alpha: MockProvider) -> None:
     root = alpha.url.removesuffix("/v1")
     async with anthropic.AsyncAnthropic(base_url=root, auth_token="tok", max_retries=0) as c:
-        message = await c.messages.create(model=MODEL, max_tokens=5, messages=user("x"))
+        # Claude Code's route: the beta client, /v1/messages?beta=true.
+        message = await c.beta.messages.create(model=MODEL, max_tokens=5, messages=user("x"))
     assert message.stop_reason == "max_tokens"
