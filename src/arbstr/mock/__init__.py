@@ -1,8 +1,10 @@
-"""Built-in mock providers: fake, OpenAI-compatible LLM endpoints served on loopback, for
-``arbstr serve --mock`` and the test suite.
+"""Built-in mock providers: fake LLM endpoints served on loopback, for ``arbstr serve --mock``
+and the test suite. Each serves chat completions, Responses, Anthropic Messages (and
+count_tokens), embeddings and legacy completions natively, streaming included.
 
 Each provider answers deterministically: the reply text names the provider and the model and
-echoes the start of the last user message; one word (plus its following space) is one token;
+echoes the start of the last user message (or of a tool result); one word (plus its following
+space) is one token; a tool call comes only when the request asks for one (see :mod:`.tools`);
 ``usage`` carries realistic token counts and a Routstr-style cost in sats/msats.
 """
 

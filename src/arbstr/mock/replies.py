@@ -1,25 +1,33 @@
-"""What a mock provider answers, as bytes: request parsing, the reply, its usage and cost, the
-JSON completion and the SSE frames of a stream. No I/O here (see :mod:`.server`).
+"""The mock's chat completions: request parsing, the reply (text, or a tool call when asked),
+the JSON completion and the SSE frames of a stream. Pure (see :mod:`.server` for the I/O).
 
-Streams are built from pre-encoded byte pieces: the mock must stay cheap next to the proxy.
+Text streams are built from pre-encoded byte pieces: the mock must stay cheap next to the
+proxy.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from arbstr.apis.chat import Message, StreamOptions, text_of
+from arbstr.mock.common import (
+    DONE,
+    FINGERPRINT,
+    Answer,
+    Ctx,
+    Plan,
+    StreamFrames,
+    bad_request,
+    encode,
+    plan_call,
+    plan_text,
+    text_tokens,
+    tool_said,
+)
 from arbstr.mock.spec import MockSpec
-
-JSON = "application/json"
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-_SNIPPET_CHARS = 60
-_FINGERPRINT = "fp_arbstr_mock"
-_DONE = b"data: [DONE]\n\n"
+from arbstr.mock.tools import ANY_TOOL, Tool, asked_tool, example_args
 
 
 class ChatRequest(msgspec.Struct):
@@ -31,35 +39,34 @@ class ChatRequest(msgspec.Struct):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
 
 
 _decoder = msgspec.json.Decoder(ChatRequest)
-encode = msgspec.json.Encoder().encode
-
-
-class BadRequest(Exception):
-    """Raised while parsing a chat request; becomes a 400 OpenAI-shaped error."""
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
     try:
         req = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"Invalid request body: {exc}") from None
+        raise bad_request(f"Invalid request body: {exc}") from None
     if not req.messages:
-        raise BadRequest("'messages' must be a non-empty array")
+        raise bad_request("'messages' must be a non-empty array")
     for field, value in (
         ("max_tokens", req.max_tokens),
         ("max_completion_tokens", req.max_completion_tokens),
     ):
         if value is not None and value < 1:
-            raise BadRequest(f"'{field}' must be at least 1")
+            raise bad_request(f"'{field}' must be at least 1")
     return req
 
 
-def prompt_tokens(messages: list[Message]) -> int:
-    chars = sum(len(text_of(m.content)) for m in messages)
-    return max(1, math.ceil(chars / 4)) + 3 * len(messages)
+def prompt_tokens(req: ChatRequest) -> int:
+    chars = sum(len(text_of(m.content)) for m in req.messages)
+    if req.tools:
+        chars += len(encode(req.tools))
+    return text_tokens(chars) + 3 * len(req.messages)
 
 
 def _last_user_text(messages: list[Message]) -> str:
@@ -70,7 +77,7 @@ def _last_user_text(messages: list[Message]) -> str:
 
 
 def opening_words(spec: MockSpec, model: str) -> tuple[str, ...]:
-    """The fixed start of every reply of this provider for this model."""
+    """The fixed start of every text reply of this provider for this model."""
     return ("Hello", "from", spec.name, f"({model})!", "You", "said:")
 
 
@@ -97,41 +104,73 @@ def models_body(spec: MockSpec) -> bytes:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    tokens: list[str]
-    finish_reason: str
-    usage: dict[str, Any]
-    total_msats: int
+def _tools(req: ChatRequest) -> list[Tool]:
+    tools: list[Tool] = []
+    for entry in req.tools or ():
+        fn = entry.get("function") if isinstance(entry, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            tools.append(Tool(fn["name"], fn.get("parameters")))
+    return tools
 
 
-def plan_reply(spec: MockSpec, opening: tuple[str, ...], req: ChatRequest) -> Reply:
-    """The reply's tokens (cut at the request's token limit), its usage and its cost."""
-    words = [*opening, *_last_user_text(req.messages)[:_SNIPPET_CHARS].split()]
-    tokens = [w + " " for w in words]
-    tokens[-1] = words[-1]
-    limit = req.max_completion_tokens or req.max_tokens
-    finish_reason = "stop"
-    if limit is not None and limit < len(tokens):
-        del tokens[limit:]
-        finish_reason = "length"
-    n_prompt = prompt_tokens(req.messages)
-    n_completion = len(tokens)
-    cost_sats = (
-        n_prompt * spec.input_rate + n_completion * spec.output_rate
-    ) / 1000 + spec.base_fee
-    total_msats = round(cost_sats * 1000)
-    usage = {
-        "prompt_tokens": n_prompt,
-        "completion_tokens": n_completion,
-        "total_tokens": n_prompt + n_completion,
-        "cost_sats": total_msats / 1000,
-        "cost": {"total_msats": total_msats},
+def _forced(choice: Any) -> str | None:
+    if choice == "required":
+        return ANY_TOOL
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return str(fn["name"])
+    return None
+
+
+def plan_reply(ctx: Ctx, opening: tuple[str, ...], req: ChatRequest) -> Plan:
+    """A tool call when one is asked for and no tool result just came; else text."""
+    n_prompt = prompt_tokens(req)
+    last = req.messages[-1]
+    if last.role == "tool":
+        said = text_of(last.content)
+        return plan_text(ctx.spec, tool_said(opening), said, n_prompt, _limit(req))
+    tools = _tools(req)
+    if tools and req.tool_choice != "none":
+        tool = asked_tool(tools, _last_user_text(req.messages), _forced(req.tool_choice))
+        if tool is not None:
+            args = example_args(tool.schema)
+            return plan_call(ctx.spec, ctx.new_id("call_"), tool.name, args, n_prompt)
+    said = _last_user_text(req.messages)
+    return plan_text(ctx.spec, opening, said, n_prompt, _limit(req))
+
+
+def _limit(req: ChatRequest) -> int | None:
+    return req.max_completion_tokens or req.max_tokens
+
+
+def usage_of(plan: Plan) -> dict[str, Any]:
+    return {
+        "prompt_tokens": plan.prompt_tokens,
+        "completion_tokens": plan.completion_tokens,
+        "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+        **plan.cost_fields(),
     }
-    return Reply(tokens, finish_reason, usage, total_msats)
 
 
-def completion_body(completion_id: str, created: int, model: str, reply: Reply) -> bytes:
+def finish_reason(plan: Plan) -> str:
+    if plan.call is not None:
+        return "tool_calls"
+    return "length" if plan.truncated else "stop"
+
+
+def completion_body(completion_id: str, created: int, model: str, plan: Plan) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": None}
+    if plan.call is not None:
+        call = plan.call
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+        ]
     return encode(
         {
             "id": completion_id,
@@ -141,33 +180,19 @@ def completion_body(completion_id: str, created: int, model: str, reply: Reply) 
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "".join(reply.tokens),
-                        "refusal": None,
-                    },
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": reply.finish_reason,
+                    "finish_reason": finish_reason(plan),
                 }
             ],
-            "usage": reply.usage,
-            "system_fingerprint": _FINGERPRINT,
+            "usage": usage_of(plan),
+            "system_fingerprint": FINGERPRINT,
         }
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StreamFrames:
-    """A stream's SSE events: ``first`` (the role), then ``paced`` (one per token, then the
-    finish reason; the mock may pause before each), then ``rest`` (usage, ``[DONE]``)."""
-
-    first: bytes
-    paced: list[bytes]
-    rest: list[bytes]
-
-
 def stream_frames(
-    completion_id: str, created: int, model: str, reply: Reply, include_usage: bool
+    completion_id: str, created: int, model: str, plan: Plan, include_usage: bool
 ) -> StreamFrames:
     head = b"".join(
         (
@@ -178,32 +203,63 @@ def stream_frames(
             b',"model":',
             encode(model),
             b',"system_fingerprint":"',
-            _FINGERPRINT.encode(),
+            FINGERPRINT.encode(),
             b'","choices":[{"index":0,"delta":',
         )
     )
     usage_null = b',"usage":null' if include_usage else b""
     tail = b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
-    paced = [head + b'{"content":' + encode(token) + b"}" + tail for token in reply.tokens]
+    call = plan.call
+    if call is None:
+        first = head + b'{"role":"assistant","content":"","refusal":null}' + tail
+        paced = [head + b'{"content":' + encode(token) + b"}" + tail for token in plan.tokens]
+    else:
+        opening_call: dict[str, Any] = {
+            "index": 0,
+            "id": call.call_id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        first = (
+            head + encode({"role": "assistant", "content": None, "tool_calls": [opening_call]})
+        ) + tail
+        paced = [
+            head + encode({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}) + tail
+            for piece in call.pieces
+        ]
     paced.append(
         head
         + b'{},"logprobs":null,"finish_reason":"'
-        + reply.finish_reason.encode()
+        + finish_reason(plan).encode()
         + b'"}]'
         + usage_null
         + b"}\n\n"
     )
-    rest = [_DONE]
+    rest = [DONE]
     if include_usage:
         usage_event = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "system_fingerprint": _FINGERPRINT,
+            "system_fingerprint": FINGERPRINT,
             "choices": [],
-            "usage": reply.usage,
+            "usage": usage_of(plan),
         }
         rest.insert(0, b"data: " + encode(usage_event) + b"\n\n")
-    first = head + b'{"role":"assistant","content":"","refusal":null}' + tail
     return StreamFrames(first, paced, rest)
+
+
+def answer_chat(ctx: Ctx, raw: bytes) -> Answer:
+    """``POST /v1/chat/completions``."""
+    req = parse_chat(raw)
+    opening = ctx.opening(req.model)
+    plan = plan_reply(ctx, opening, req)
+    completion_id = ctx.new_id("chatcmpl-")
+    created = ctx.created()
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        frames = stream_frames(completion_id, created, req.model, plan, include_usage)
+        return Answer(frames=frames, total_msats=plan.total_msats)
+    body = completion_body(completion_id, created, req.model, plan)
+    return Answer(body=body, total_msats=plan.total_msats)

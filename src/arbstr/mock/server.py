@@ -1,5 +1,7 @@
 """A mock provider's HTTP side: a low-level aiohttp server (no router, no middlewares, no
-access log) answering ``/v1/chat/completions``, ``/v1/models`` and ``/v1/balance/info``."""
+access log) answering the five client APIs natively (``/v1/chat/completions``,
+``/v1/responses``, ``/v1/messages`` and ``/v1/messages/count_tokens``, ``/v1/embeddings``,
+``/v1/completions``), ``/v1/models`` and ``/v1/balance/info``."""
 
 from __future__ import annotations
 
@@ -9,44 +11,70 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from arbstr.errors import error_body
-from arbstr.mock.replies import (
-    JSON,
-    SSE_HEADERS,
-    BadRequest,
-    StreamFrames,
-    completion_body,
-    encode,
-    models_body,
-    opening_words,
-    parse_chat,
-    plan_reply,
-    stream_frames,
-)
+from arbstr import errors
+from arbstr.mock import anthropic_replies
+from arbstr.mock.anthropic_replies import answer_count_tokens, answer_messages
+from arbstr.mock.common import JSON, SSE_HEADERS, Answer, Ctx, MockError, StreamFrames, encode
+from arbstr.mock.openai_replies import answer_completions, answer_embeddings
+from arbstr.mock.replies import answer_chat, models_body, opening_words
+from arbstr.mock.responses_replies import answer_responses
 from arbstr.mock.spec import DEFAULT_MOCKS, MockSpec
 
 
-def _error(status: int, message: str, type_: str, code: str | None) -> web.Response:
-    return web.Response(status=status, body=error_body(message, type_, code), content_type=JSON)
+def _openai_error(exc: MockError) -> bytes:
+    return errors.error_body(exc.message, exc.type, exc.code)
 
 
-def _authorized(request: web.BaseRequest) -> bool:
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
+def _bearer(headers: Mapping[str, str]) -> bool:
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
-def _unauthorized() -> web.Response:
-    return _error(
-        401,
-        "Missing or invalid API key: send 'Authorization: Bearer <key>'",
-        "invalid_request_error",
-        "invalid_api_key",
-    )
+def _bearer_or_api_key(headers: Mapping[str, str]) -> bool:
+    return bool(headers.get("x-api-key", "").strip()) or _bearer(headers)
+
+
+_OPENAI_401 = MockError(
+    401,
+    "invalid_request_error",
+    "invalid_api_key",
+    "Missing or invalid API key: send 'Authorization: Bearer <key>'",
+)
+_ANTHROPIC_401 = MockError(
+    401,
+    "authentication_error",
+    "invalid_api_key",
+    "invalid x-api-key: send 'x-api-key: <key>' or 'Authorization: Bearer <key>'",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    answer: Callable[[Ctx, bytes], Answer]
+    authorized: Callable[[Mapping[str, str]], bool]
+    unauthorized: MockError
+    error_body: Callable[[MockError], bytes]
+
+
+_OPENAI = (_bearer, _OPENAI_401, _openai_error)
+_ANTHROPIC = (_bearer_or_api_key, _ANTHROPIC_401, anthropic_replies.error_body)
+_ROUTES = {
+    "/v1/chat/completions": _Route(answer_chat, *_OPENAI),
+    "/v1/responses": _Route(answer_responses, *_OPENAI),
+    "/v1/embeddings": _Route(answer_embeddings, *_OPENAI),
+    "/v1/completions": _Route(answer_completions, *_OPENAI),
+    "/v1/messages": _Route(answer_messages, *_ANTHROPIC),
+    "/v1/messages/count_tokens": _Route(answer_count_tokens, *_ANTHROPIC),
+}
+
+
+def _error(exc: MockError, shape: Callable[[MockError], bytes] = _openai_error) -> web.Response:
+    return web.Response(status=exc.status, body=shape(exc), content_type=JSON)
 
 
 class MockProvider:
@@ -68,9 +96,8 @@ class MockProvider:
         self.url = ""
         self.requests_served = 0
         self._runner: web.ServerRunner | None = None
-        self._ids = itertools.count(1)
-        self._id_prefix = f"chatcmpl-{os.urandom(5).hex()}"
-        self._opening = {model: opening_words(spec, model) for model in spec.models}
+        openings = {model: opening_words(spec, model) for model in spec.models}
+        self._ctx = Ctx(spec, openings, itertools.count(1), os.urandom(5).hex(), time.time)
         self._models_body = models_body(spec)
         self._balance_body = encode({"balance": 123456789, "reserved": 0})
 
@@ -124,52 +151,42 @@ class MockProvider:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         method = request.method
-        if path == "/v1/chat/completions":
+        route = _ROUTES.get(path)
+        if route is not None:
             if method != "POST":
-                return _error(405, "Use POST", "invalid_request_error", "method_not_allowed")
-            return await self._chat(request)
+                exc = MockError(405, "invalid_request_error", "method_not_allowed", "Use POST")
+                return _error(exc, route.error_body)
+            return await self._answer(request, route)
         if path == "/v1/models":
             if method != "GET":
-                return _error(405, "Use GET", "invalid_request_error", "method_not_allowed")
+                exc = MockError(405, "invalid_request_error", "method_not_allowed", "Use GET")
+                return _error(exc)
             return web.Response(body=self._models_body, content_type=JSON)
         if path == "/v1/balance/info":
-            if not _authorized(request):
-                return _unauthorized()
+            if not _bearer(request.headers):
+                return _error(_OPENAI_401)
             return web.Response(body=self._balance_body, content_type=JSON)
-        return _error(404, f"Unknown path {path}", "invalid_request_error", "not_found")
+        return _error(MockError(404, "invalid_request_error", "not_found", f"Unknown path {path}"))
 
-    async def _chat(self, request: web.BaseRequest) -> web.StreamResponse:
-        if not _authorized(request):
-            return _unauthorized()
+    async def _answer(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
+        if not route.authorized(request.headers):
+            return _error(route.unauthorized, route.error_body)
         try:
-            req = parse_chat(await request.read())
-        except BadRequest as exc:
-            return _error(400, str(exc), "invalid_request_error", "invalid_request")
-        model = req.model
-        opening = self._opening.get(model)
-        if opening is None:
-            return _error(
-                404,
-                f"The model `{model}` does not exist or is not served by {self.spec.name}",
-                "invalid_request_error",
-                "model_not_found",
-            )
-        reply = plan_reply(self.spec, opening, req)
-        headers = {"X-Routstr-Cost-Msats": str(reply.total_msats)}
+            answer = route.answer(self._ctx, await request.read())
+        except MockError as exc:
+            return _error(exc, route.error_body)
+        headers: dict[str, str] = {}
+        if answer.total_msats is not None:
+            headers["X-Routstr-Cost-Msats"] = str(answer.total_msats)
         request_id = request.headers.get("X-Request-Id")
         if request_id is not None:
             headers["X-Request-Id"] = request_id
-        completion_id = f"{self._id_prefix}{next(self._ids):x}"
-        created = int(time.time())
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            frames = stream_frames(completion_id, created, model, reply, include_usage)
-            return await self._stream(request, headers, frames)
+        if answer.frames is not None:
+            return await self._stream(request, headers, answer.frames)
         if self.first_byte_delay_s > 0:
             await asyncio.sleep(self.first_byte_delay_s)
-        body = completion_body(completion_id, created, model, reply)
         self.requests_served += 1
-        return web.Response(body=body, content_type=JSON, headers=headers)
+        return web.Response(body=answer.body, content_type=JSON, headers=headers)
 
     async def _stream(
         self, request: web.BaseRequest, headers: dict[str, str], frames: StreamFrames
