@@ -130,10 +130,12 @@ def test_length_with_tool_calls_stays_max_tokens() -> None:
 
 @pytest.mark.parametrize("key", ["stop_reason", "matched_stop"])
 def test_stop_sequence_when_the_provider_names_it(key: str) -> None:
-    out = message(completion(**{key: "END"}))
+    named: dict[str, Any] = {key: "END"}
+    out = message(completion(**named))
     assert out["stop_reason"] == "stop_sequence"
     assert out["stop_sequence"] == "END"
-    out = message(completion(**{key: 128009}))  # a stop token id: not a sequence
+    token: dict[str, Any] = {key: 128009}  # a stop token id: not a sequence
+    out = message(completion(**token))
     assert (out["stop_reason"], out["stop_sequence"]) == ("end_turn", None)
 
 
