@@ -188,7 +188,11 @@ def test_tool_use_and_tool_result_turns() -> None:
                     "type": "function",
                     "function": {"name": "ls", "arguments": '{"p":"."}'},
                 },
-                {"id": "toolu_2", "type": "function", "function": {"name": "pwd", "arguments": "{}"}},
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "pwd", "arguments": "{}"},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "a\nb"},
@@ -251,7 +255,9 @@ def test_tool_result_images_follow_the_tool_messages() -> None:
 
 def test_assistant_with_only_thinking_is_left_out() -> None:
     thinking = {"type": "thinking", "thinking": "...", "signature": "s"}
-    out = chat({"model": "m", "messages": [user("a"), {"role": "assistant", "content": [thinking]}]})
+    out = chat(
+        {"model": "m", "messages": [user("a"), {"role": "assistant", "content": [thinking]}]}
+    )
     assert out["messages"] == [{"role": "user", "content": "a"}]
 
 
@@ -280,9 +286,12 @@ def test_tools_and_tool_choice() -> None:
         ({"type": "tool", "name": "get"}, {"type": "function", "function": {"name": "get"}}),
     ]
     for choice, expected in cases:
-        assert chat({"model": "m", "tools": tools, "tool_choice": choice, "messages": []})[
-            "tool_choice"
-        ] == expected
+        assert (
+            chat({"model": "m", "tools": tools, "tool_choice": choice, "messages": []})[
+                "tool_choice"
+            ]
+            == expected
+        )
     no_parallel = {"type": "auto", "disable_parallel_tool_use": True}
     out = chat({"model": "m", "tools": tools, "tool_choice": no_parallel, "messages": []})
     assert out["parallel_tool_calls"] is False
@@ -314,7 +323,9 @@ def test_malformed_bodies_are_invalid_requests(body: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 tool_calls = st.lists(

@@ -180,6 +180,19 @@ def test_message_delta_waits_for_the_usage_chunk() -> None:
     assert stream.feed(b"[DONE]") == b""
 
 
+def test_usage_before_the_finish_is_not_taken_as_final() -> None:
+    """A provider that reports usage on every chunk still sends the final counts later."""
+    stream = ChatToMessagesStream("m")
+    early = {"prompt_tokens": 50, "completion_tokens": 1}
+    first = {"id": "x", "choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": early}
+    stream.feed(json.dumps(first).encode())
+    stream.feed(b'{"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+    assert not stream.done
+    out = events(stream.feed(json.dumps({"id": "x", "choices": [], "usage": USAGE}).encode()))
+    assert out[0][1]["usage"]["output_tokens"] == 9
+    assert stream.done
+
+
 def test_usage_in_the_finish_chunk_ends_at_once() -> None:
     stream = ChatToMessagesStream("m")
     stream.feed(b'{"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}')

@@ -87,9 +87,9 @@ class ChatToMessagesStream:
             self._usage = usage
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            if isinstance(choice, dict) and choice.get("index") in (0, None):
                 self._choice(choice, out)
-        if self._finished and self._usage is not None:
+        if self._finished and usage is not None:  # usage given with or after the finish
             out.append(self._end())
         return b"".join(out)
 
