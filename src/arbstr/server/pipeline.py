@@ -129,15 +129,13 @@ class ApiHandler(HotPaths):
 
     # -- parsing and routing ------------------------------------------------------------------
 
-    def served(self, providers: Sequence[Provider]) -> Sequence[Provider]:
+    def _serve(self, providers: Sequence[Provider]) -> None:
         """The providers that serve this API, natively or through its translation (kept
         until the price book replaces its tuple)."""
-        if providers is not self._served_from:
-            name, via = self.api.name, self.fallback and self.fallback.name
-            ok = [p for p in providers if name in p.apis or (via is not None and via in p.apis)]
-            self._served = providers if len(ok) == len(providers) else tuple(ok)
-            self._served_from = providers
-        return self._served
+        name, via = self.api.name, self.fallback and self.fallback.name
+        ok = [p for p in providers if name in p.apis or (via is not None and via in p.apis)]
+        self._served = providers if len(ok) == len(providers) else tuple(ok)
+        self._served_from = providers
 
     async def _prepare(self, scope: Scope, receive: Receive, ex: Exchange) -> Prepared:
         gw = self.gw
@@ -172,8 +170,11 @@ class ApiHandler(HotPaths):
             return reservation_for(c.provider.model_info.get(c.model), c.rates, req.max_tokens)
 
         affords = gw.funds.predicate(reserve)  # None (nothing to check) until funds are known
+        providers = gw.prices.providers
+        if providers is not self._served_from:
+            self._serve(providers)
         r = route(
-            self.served(gw.prices.providers),
+            self._served,
             rule,
             req.model,
             in_tokens,

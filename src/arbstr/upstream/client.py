@@ -48,10 +48,6 @@ CHAT_PATH = "/chat/completions"
 UsageReader = Callable[[bytes, str, str], Usage | None]
 
 
-def chat_usage(body: bytes, provider: str, request_id: str) -> Usage | None:
-    return completion_usage(body, provider=provider, request_id=request_id)
-
-
 @dataclass(slots=True)
 class AttemptFailed(Exception):
     kind: FailureKind
@@ -196,7 +192,7 @@ class UpstreamClient:
         timeout_s: float,
         path: str = CHAT_PATH,
         extra_head: bytes = b"",
-        usage_of: UsageReader = chat_usage,
+        usage_of: UsageReader = completion_usage,
     ) -> JsonReply:
         """Send a non-streaming request to ``{url}{path}`` (``extra_head``: more header lines,
         each ending CRLF) and read the whole answer within ``timeout_s``; ``usage_of`` reads
