@@ -75,7 +75,7 @@ class FakeEventsApi:
     path = "/v1/fake"
     upstream_path = "/messages"
     accepts_x_api_key = True
-    forward_headers: tuple[bytes, ...] = (b"anthropic-version",)
+    forward_headers: tuple[str, ...] = ("Anthropic-Version",)
     translated_via: ApiName | None = "chat"
     translator: Translator | None = ToChat()
 

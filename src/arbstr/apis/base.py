@@ -94,9 +94,9 @@ class Api(Protocol):
     upstream_path: str  # appended to the provider's url, e.g. "/messages"
     # arbstr's auth_token is also accepted as ``x-api-key: <token>`` (Anthropic clients)
     accepts_x_api_key: bool
-    # request headers passed on upstream as they came (lower-case names, e.g.
-    # b"anthropic-version"); only to providers serving this API natively
-    forward_headers: tuple[bytes, ...]
+    # request headers passed on upstream as they came (names, e.g. "anthropic-version");
+    # only to providers serving this API natively
+    forward_headers: tuple[str, ...]
     # providers without this API but with ``translated_via`` serve it through ``translator``
     # (both None: only providers listing this API are candidates)
     translated_via: ApiName | None

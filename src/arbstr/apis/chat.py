@@ -137,7 +137,7 @@ class ChatApi:
     path = "/v1/chat/completions"
     upstream_path = "/chat/completions"
     accepts_x_api_key = False
-    forward_headers: tuple[bytes, ...] = ()
+    forward_headers: tuple[str, ...] = ()
     translated_via: ApiName | None = None
     translator: Translator | None = None
 

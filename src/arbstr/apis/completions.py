@@ -31,7 +31,7 @@ class CompletionsApi:
     path = "/v1/completions"
     upstream_path = "/completions"
     accepts_x_api_key = False
-    forward_headers: tuple[bytes, ...] = ()
+    forward_headers: tuple[str, ...] = ()
     translated_via: ApiName | None = None
     translator: Translator | None = None
 

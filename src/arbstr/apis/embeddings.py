@@ -32,7 +32,7 @@ class EmbeddingsApi:
     path = "/v1/embeddings"
     upstream_path = "/embeddings"
     accepts_x_api_key = False
-    forward_headers: tuple[bytes, ...] = ()
+    forward_headers: tuple[str, ...] = ()
     translated_via: ApiName | None = None
     translator: Translator | None = None
 

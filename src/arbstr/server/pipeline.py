@@ -70,7 +70,7 @@ class ApiHandler(HotPaths):
             self.translator = api.translator if self.fallback is not None else None
         self._parse = api.parse
         self._usage_of = api.reply_usage
-        self._forward = api.forward_headers
+        self._forward = tuple(n.lower().encode("latin-1") for n in api.forward_headers)
         # chat and completions: OpenAI chunks through the chat relay (trailer: chat only)
         self.openai_relay = api.name in ("chat", "completions")
         self.trailer = api.name == "chat"
