@@ -1,8 +1,9 @@
 """A scripted fake upstream provider for the proxy's tests.
 
 ``FakeUpstream`` is a real HTTP server on 127.0.0.1 (or ``host="::1"``; https with
-``ssl_context``; ephemeral port). Each ``POST .../chat/completions`` it receives pops the
-next scripted action from its queue (``push``), or uses ``default`` when the queue is empty;
+``ssl_context``; ephemeral port). Each ``POST`` to an API path (chat, ``/embeddings``,
+``/completions``, ...: tests/fake_apis.py) pops the next scripted action from its queue
+(``push``), or uses ``default`` when the queue is empty;
 every request is recorded. ``GET .../models`` lists ``models`` (or ``models_reply``);
 ``GET .../balance/info`` answers ``balance_reply`` (404 while it is None).
 
@@ -38,6 +39,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 from aiohttp import web
+
+from fake_apis import api_of, embeddings_json, text_completion_chunks, text_completion_json
 
 __all__ = [
     "DONE",
@@ -348,6 +351,10 @@ class FakeUpstream:
         """Queued actions not yet used."""
         return len(self._queue)
 
+    def api_requests(self, suffix: str) -> list[RecordedRequest]:
+        """The requests to one API path (``"/embeddings"``, ``"/completions"``, ...)."""
+        return [r for r in self.requests if api_of(r.path) == suffix]
+
     @property
     def chat_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
@@ -482,7 +489,7 @@ class FakeUpstream:
             return await self._reply(Reply(json={"object": "list", "data": data}))
         if rec.path.endswith("/balance/info") and self.balance_reply is not None:
             return await self._reply(self.balance_reply)
-        if not rec.path.endswith("/chat/completions"):
+        if api_of(rec.path) is None:
             return await self._reply(
                 Reply(
                     status=404,
@@ -534,6 +541,28 @@ class FakeUpstream:
             headers.setdefault("X-Routstr-Cost-Msats", str(action.usage_cost_msats))
         if "x-request-id" in rec.headers:
             headers.setdefault("X-Request-Id", rec.headers["x-request-id"])
+        api = api_of(rec.path)
+        if api == "/embeddings":
+            inputs = rec.json.get("input") if isinstance(rec.json, dict) else None
+            n = (
+                len(inputs)
+                if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
+                else 1
+            )
+            body = embeddings_json(model, n, action.prompt_tokens, action.usage_cost_msats)
+            headers.setdefault("Content-Type", "application/json")
+            return web.Response(body=_encode(body), headers=headers)
+        if api == "/completions":
+            args = (action.content, model, action.prompt_tokens, action.completion_tokens)
+            if not rec.stream:
+                body = text_completion_json(*args, action.usage_cost_msats)
+                headers.setdefault("Content-Type", "application/json")
+                return web.Response(body=_encode(body), headers=headers)
+            chunks = text_completion_chunks(*args, action.usage_cost_msats, rec.include_usage)
+            events = [sse(c) for c in chunks] + [DONE]
+            return await self._stream(
+                request, Stream(events, chunk_delay_s=action.chunk_delay_s, headers=headers)
+            )
         if not rec.stream:
             body = completion_json(
                 action.content,

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from arbstr.apis.base import Api
+from arbstr.apis.registry import APIS
 from arbstr.config import Config, config_from_data
 from arbstr.mock import MockProvider, mock_config_data, start_mock_providers
 from arbstr.records import MemorySink, RecordSink
@@ -48,8 +50,10 @@ class ProxyThread:
         sink: RecordSink | None = None,
         with_mocks: bool = False,
         mock_chunk_delay_s: float = 0.0,
+        apis: tuple[Api, ...] = APIS,
     ) -> None:
         self._config = config
+        self._apis = apis
         self.sink: RecordSink = sink if sink is not None else MemorySink()
         self._with_mocks = with_mocks
         self._mock_delay = mock_chunk_delay_s
@@ -114,7 +118,7 @@ class ProxyThread:
         self.port = sock.getsockname()[1]
         self.gateway = Gateway(config, sink=self.sink)
         uv = uvicorn.Config(
-            App(self.gateway),
+            App(self.gateway, self._apis),
             http="httptools",
             loop="none",
             lifespan="on",

@@ -60,6 +60,7 @@ REQUESTS_COLUMNS = [
     ("attempts", "INTEGER", 1, 0),
     ("possibly_billed_sats", "REAL", 0, 0),
     ("computed_cost_sats", "REAL", 0, 0),
+    ("api", "TEXT", 1, 0),
 ]
 
 
@@ -110,7 +111,7 @@ def test_schema_has_the_request_log_columns_indexes_and_wal(tmp_path: Path) -> N
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='requests'"
         )
     }
-    assert {"timestamp", "model", "provider", "request_id"} <= indexed
+    assert {"timestamp", "model", "provider", "request_id", "api"} <= indexed
     ratios = conn.execute("PRAGMA table_info(token_ratios)").fetchall()
     assert [(c[1], c[2], c[5]) for c in ratios] == [
         ("policy", "TEXT", 1),
@@ -328,6 +329,7 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         3,
         None,
         1.234,
+        "chat",
     )
     assert got[1][1] == r2.request_id
     assert got[1][4:6] == (None, None)
@@ -738,6 +740,7 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         "model": "gpt-4o",
         "provider": "alpha",
         "policy": "default",
+        "api": "chat",
         "streaming": True,
         "success": True,
         "tokens": {"input": 10, "output": 20},

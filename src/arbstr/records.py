@@ -43,6 +43,7 @@ class RequestRecord:
     attempts: int = 1
     possibly_billed_msats: int | None = None
     computed_cost_msats: int | None = None
+    api: str = "chat"  # the client API it came in (arbstr.apinames.ALL_APIS)
 
 
 class RecordSink(Protocol):

@@ -11,12 +11,20 @@ stream), and shape its errors. Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
+from arbstr.apinames import ALL_APIS, ApiName
 from arbstr.upstream.usage import Usage
 
-ApiName = Literal["chat", "responses", "messages", "embeddings", "completions"]
-ALL_APIS: tuple[ApiName, ...] = ("chat", "responses", "messages", "embeddings", "completions")
+__all__ = [
+    "ALL_APIS",
+    "Api",
+    "ApiName",
+    "ApiRequest",
+    "StreamReader",
+    "StreamTranslator",
+    "Translator",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,8 @@ class ApiRequest:
     # chat and completions streams: whether the client set stream_options(.include_usage)
     client_wants_usage: bool = False
     stream_options_given: bool = False
+    # False: the answer has no output tokens (embeddings), so none are estimated
+    estimate_output: bool = True
 
 
 class StreamReader(Protocol):
@@ -47,12 +57,50 @@ class StreamReader(Protocol):
         """One SSE event: its ``event:`` name (None when absent) and its ``data``."""
 
 
+class StreamTranslator(Protocol):
+    """Turns one upstream stream of the fallback API into the client API's events."""
+
+    def feed(self, event: bytes | None, data: bytes) -> bytes:
+        """One upstream SSE event (its ``event:`` name, its ``data``): the complete SSE
+        event bytes to send the client now (may be empty)."""
+
+    def finish(self) -> bytes:
+        """At the upstream's normal end (after ``[DONE]``): whatever is still to send."""
+
+
+class Translator(Protocol):
+    """Serves an API through another one (``Api.translated_via``, e.g. messages via chat)
+    for providers that lack it. Pure. The pipeline sends ``translate_request``'s body to the
+    fallback API's ``upstream_path``, reads usage with the fallback API's ``reply_usage`` /
+    ``stream_reader``, and sends the client what ``translate_reply`` / the stream
+    translator return."""
+
+    def translate_request(self, body: bytes, req: ApiRequest, model: str) -> bytes:
+        """The fallback API's request body, for ``model``; for a stream it must ask for usage
+        (chat: ``stream_options.include_usage``). Raises ``InvalidRequest`` (400)."""
+
+    def translate_reply(self, body: bytes) -> bytes:
+        """A 2xx JSON answer of the fallback API in the client API's shape."""
+
+    def stream_translator(self) -> StreamTranslator:
+        """A translator for one stream."""
+
+
 class Api(Protocol):
     """One client API, as the pipeline serves it."""
 
     name: ApiName
     path: str  # the client route, e.g. "/v1/messages"
     upstream_path: str  # appended to the provider's url, e.g. "/messages"
+    # arbstr's auth_token is also accepted as ``x-api-key: <token>`` (Anthropic clients)
+    accepts_x_api_key: bool
+    # request headers passed on upstream as they came (names, e.g. "anthropic-version");
+    # only to providers serving this API natively
+    forward_headers: tuple[str, ...]
+    # providers without this API but with ``translated_via`` serve it through ``translator``
+    # (both None: only providers listing this API are candidates)
+    translated_via: ApiName | None
+    translator: Translator | None
 
     def parse(self, body: bytes) -> ApiRequest:
         """Decode and check a body. Raises :class:`~arbstr.errors.InvalidRequest` (400)."""

@@ -1,16 +1,20 @@
-"""The OpenAI chat completions request as arbstr reads it, and the only rewrites it makes.
+"""The OpenAI chat completions API (``CHAT``): the request as arbstr reads it, and the only
+rewrites it makes.
 
 Pure: bytes in, values or bytes out. msgspec Structs decode just the fields arbstr needs;
 everything else in the body is forwarded untouched. Shared by the proxy and the mock."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from arbstr.apinames import ApiName
+from arbstr.apis.base import ApiRequest, Translator
+from arbstr.apis.openai import OpenAIChunkReader, openai_error, openai_stream_error
 from arbstr.errors import InvalidRequest
+from arbstr.upstream.usage import completion_usage
 
 MAX_MODEL_CHARS = 256
 
@@ -37,18 +41,7 @@ class ChatView(msgspec.Struct):
     stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """What routing needs to know of a chat request."""
-
-    model: str
-    stream: bool
-    text_chars: int  # characters of message text, for the token estimate
-    last_user_text: str | None  # for the policy's keywords
-    max_tokens: int | None
-    client_wants_usage: bool  # stream_options.include_usage set by the client
-    stream_options_given: bool
-
+ChatRequest = ApiRequest  # (the name the chat code has always used)
 
 _view_decoder = msgspec.json.Decoder(ChatView)
 _encode = msgspec.json.Encoder().encode
@@ -101,7 +94,8 @@ def parse_chat(body: bytes) -> ChatRequest:
         if m.role == "user":
             last_user = text
     so = view.stream_options
-    return ChatRequest(
+    return ApiRequest(
+        api="chat",
         model=view.model,
         stream=bool(view.stream),
         text_chars=chars,
@@ -112,10 +106,11 @@ def parse_chat(body: bytes) -> ChatRequest:
     )
 
 
-def upstream_body(body: bytes, req: ChatRequest, model: str) -> bytes:
+def upstream_body(body: bytes, req: ApiRequest, model: str) -> bytes:
     """The body to send upstream: ``model`` replaced when routing chose another (``auto``),
     and ``stream_options.include_usage`` added to a stream whose client did not ask for it.
-    Unchanged bytes when neither applies; a splice, not a re-encode, in the common stream case."""
+    Unchanged bytes when neither applies; a splice, not a re-encode, in the common stream case.
+    (Legacy completions share it: same fields.)"""
     rewrite_model = model != req.model
     want_usage = req.stream and not req.client_wants_usage
     if not rewrite_model and not want_usage:
@@ -133,3 +128,32 @@ def upstream_body(body: bytes, req: ChatRequest, model: str) -> bytes:
         so = obj.get("stream_options")
         obj["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
     return _encode(obj)
+
+
+class ChatApi:
+    """``POST /v1/chat/completions``; streamed through the chat relay (arbstr's trailer)."""
+
+    name: ApiName = "chat"
+    path = "/v1/chat/completions"
+    upstream_path = "/chat/completions"
+    accepts_x_api_key = False
+    forward_headers: tuple[str, ...] = ()
+    translated_via: ApiName | None = None
+    translator: Translator | None = None
+
+    # (the functions themselves: no extra call frame on the hot path)
+    parse = staticmethod(parse_chat)
+    upstream_body = staticmethod(upstream_body)
+    reply_usage = staticmethod(completion_usage)
+
+    def stream_reader(self, provider: str, request_id: str) -> OpenAIChunkReader:
+        return OpenAIChunkReader(provider, request_id)
+
+    def error_body(self, status: int, type: str, code: str | None, message: str) -> bytes:
+        return openai_error(status, type, code, message)
+
+    def stream_error(self, type: str, code: str, message: str) -> bytes:
+        return openai_stream_error(type, code, message)
+
+
+CHAT = ChatApi()

@@ -32,6 +32,12 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO 8601 (inclusi
 ModelOpt = Annotated[str | None, typer.Option("--model", help="only this model")]
 ProviderOpt = Annotated[str | None, typer.Option("--provider", help="only this provider")]
 PolicyOpt = Annotated[str | None, typer.Option("--policy", help="only this policy")]
+ApiOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api", help="only this API: chat | responses | messages | embeddings | completions"
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the /v1/… JSON instead of a table")]
 
 
@@ -95,6 +101,7 @@ def _filters(
     model: str | None,
     provider: str | None,
     policy: str | None,
+    api: str | None = None,
 ) -> dict[str, str | None]:
     """The filters `stats` and `requests` share, named as the HTTP query parameters."""
     return {
@@ -104,6 +111,7 @@ def _filters(
         "model": model,
         "provider": provider,
         "policy": policy,
+        "api": api,
     }
 
 
@@ -116,14 +124,15 @@ def stats(
     model: ModelOpt = None,
     provider: ProviderOpt = None,
     policy: PolicyOpt = None,
+    api: ApiOpt = None,
     group_by: Annotated[
-        str | None, typer.Option("--group-by", "-g", help="model | provider | policy")
+        str | None, typer.Option("--group-by", "-g", help="model | provider | policy | api")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
     params = {
-        **_filters(range_, since, until, model, provider, policy),
+        **_filters(range_, since, until, model, provider, policy, api),
         "group_by": group_by,
     }
     _report(db, config, params, "stats", as_json, group_by)
@@ -138,6 +147,7 @@ def requests(
     model: ModelOpt = None,
     provider: ProviderOpt = None,
     policy: PolicyOpt = None,
+    api: ApiOpt = None,
     success: Annotated[
         bool | None, typer.Option("--success/--failed", help="only successes / only failures")
     ] = None,
@@ -155,7 +165,7 @@ def requests(
 ) -> None:
     """The request log, newest first (as GET /v1/requests; default all time)."""
     params = {
-        **_filters(range_, since, until, model, provider, policy),
+        **_filters(range_, since, until, model, provider, policy, api),
         "success": None if success is None else str(success).lower(),
         "streaming": None if streaming is None else str(streaming).lower(),
         "page": str(page),

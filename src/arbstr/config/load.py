@@ -12,12 +12,13 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from arbstr.apinames import ALL_APIS, ApiName
 from arbstr.config.listen import parse_listen
 from arbstr.config.model import Config, Policies, Provider, Rule
 from arbstr.config.schema import DatabaseSettings, FileConfig, ModelRateSection, ProviderSection
@@ -219,6 +220,7 @@ def config_from_data(
         model_rates = {model: _model_rates(base, mr) for model, mr in ps.model_rates.items()}
         if len(set(ps.models)) != len(ps.models):
             raise fail(f"{where}.models", "lists a model twice")
+        apis = _apis(ps.apis, f"{where}.apis", fail)
         providers.append(
             Provider(
                 name=ps.name,
@@ -232,6 +234,7 @@ def config_from_data(
                 discover=ps.discover,
                 discover_interval_s=ps.discover_interval_s,
                 balance_interval_s=ps.balance_interval_s,
+                apis=apis,
             )
         )
 
@@ -309,3 +312,21 @@ def _resolve_key(
     if env.get(conv):
         return env[conv], f"env {conv}"
     return None, f"none (set {conv})"
+
+
+def _apis(
+    names: list[str] | None, where: str, fail: Callable[[str, str], ConfigError]
+) -> frozenset[ApiName]:
+    """A provider's ``apis``: names from :data:`ALL_APIS` (unset: all of them)."""
+    if names is None:
+        return frozenset(ALL_APIS)
+    known: dict[str, ApiName] = {n: n for n in ALL_APIS}
+    out: set[ApiName] = set()
+    for name in names:
+        api = known.get(name)
+        if api is None:
+            raise fail(where, f"unknown API {name!r}; known: {', '.join(ALL_APIS)}")
+        out.add(api)
+    if not out:
+        raise fail(where, f"is empty; list some of {', '.join(ALL_APIS)} (or leave it out)")
+    return frozenset(out)

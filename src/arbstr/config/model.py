@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
+from arbstr.apinames import ALL_APIS, ApiName
 from arbstr.config.listen import parse_listen
 from arbstr.config.schema import RetrySettings, ServerSettings, Strategy
 from arbstr.config.secrets import mask_secret
@@ -30,7 +31,7 @@ class ModelInfo:
 @dataclass(frozen=True, slots=True)
 class Provider:
     name: str
-    url: str  # no trailing slash; chat endpoint is f"{url}/chat/completions"
+    url: str  # no trailing slash; chat endpoint is f"{url}/chat/completions" (each API its own)
     api_key: str | None = field(repr=False)
     key_source: str  # human description of where the key came from; never the key
     models: frozenset[str] | None  # None: any model
@@ -41,6 +42,7 @@ class Provider:
     discover_interval_s: float = 120.0
     balance_interval_s: float = 300.0  # 0: the balance is not polled
     model_info: Mapping[str, ModelInfo] = field(default_factory=dict)  # from price discovery
+    apis: frozenset[ApiName] = frozenset(ALL_APIS)  # the client APIs it serves natively
     # canonical_slug -> listed id, built with the provider (once per price refresh)
     _slugs: Mapping[str, str] = field(init=False, repr=False, compare=False)
 

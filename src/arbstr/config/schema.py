@@ -97,6 +97,7 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     discover_interval_s: Positive = 120.0
     balance_interval_s: NonNeg = 300.0  # GET /balance/info this often (with a key); 0: never
     model_rates: dict[str, ModelRateSection] = {}
+    apis: list[str] | None = None  # the client APIs it serves (checked by the loader); None: all
 
 
 class RuleSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

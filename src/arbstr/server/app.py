@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from arbstr.apis.base import Api
+from arbstr.apis.registry import APIS, by_name, routes
 from arbstr.errors import AuthError, InternalError, MethodNotAllowed, NotFound
 from arbstr.server import admin, stats
-from arbstr.server.chat import ChatHandler
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Receive, Scope, Send, check_bearer, send_error
+from arbstr.server.pipeline import ApiHandler
 
 log = logging.getLogger("arbstr.server")
 
@@ -28,22 +30,26 @@ _QUERY_ROUTES: dict[str, Callable[[Gateway, Scope, Send], Awaitable[None]]] = {
     "/v1/requests": stats.requests,
 }
 _PUBLIC = frozenset({"/health"})
-_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 
 
 class App:
-    """Plain ASGI callable. The chat path goes straight to :class:`ChatHandler`."""
+    """Plain ASGI callable. Each client API's paths (``apis``, default every registered one)
+    go straight to its :class:`ApiHandler`."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, apis: Iterable[Api] = APIS) -> None:
         self.gateway = gateway
-        self.chat = ChatHandler(gateway)
+        apis = tuple(apis)
+        fallbacks = by_name(apis)
+        handlers = {id(a): ApiHandler(gateway, a, fallbacks) for a in apis}
+        self.api_routes = {p: handlers[id(a)] for p, a in routes(apis).items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path in _CHAT_PATHS:  # every method: the handler answers (and logs) a 405 too
-                await self.chat(scope, receive, send)
+            handler = self.api_routes.get(path)
+            if handler is not None:  # every method: the handler answers (and logs) a 405 too
+                await handler(scope, receive, send)
                 return
             out = TrackedSend(send)
             try:

@@ -1,10 +1,11 @@
-"""One chat request's state as it goes along, and the ``x-arbstr-*`` headers it yields."""
+"""One request's state as it goes along, and the ``x-arbstr-*`` headers it yields."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from arbstr.apinames import ApiName
 from arbstr.routing import Candidate
 from arbstr.server.http import Headers
 from arbstr.upstream import AttemptLog
@@ -27,6 +28,7 @@ class Exchange:
     request_id: str
     started: float  # perf_counter
     timestamp: str
+    api: ApiName = "chat"
     model: str = ""
     policy: str | None = None
     streaming: bool = False

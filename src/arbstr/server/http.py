@@ -77,3 +77,11 @@ def check_bearer(scope: Scope, expected: bytes) -> bool:
             scheme, _, token = v.partition(b" ")
             return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
     return False
+
+
+def check_x_api_key(scope: Scope, expected: bytes) -> bool:
+    """Constant-time comparison of ``x-api-key: <token>`` (how Anthropic clients send it)."""
+    for k, v in scope["headers"]:
+        if k == b"x-api-key":
+            return hmac.compare_digest(v.strip(), expected)
+    return False

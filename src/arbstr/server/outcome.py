@@ -1,4 +1,4 @@
-"""How a chat request ended, as its row: tokens, exact costs, what may have been billed."""
+"""How a request ended, as its row: tokens, exact costs, what may have been billed."""
 
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def cached_tokens(usage: Usage | None) -> int:
     return cached or 0
 
 
+def cache_write_tokens(usage: Usage | None) -> int:
+    """Prompt tokens the provider says it wrote to its cache (priced at the cache-write rate)."""
+    written = usage.cache_write_tokens if usage is not None else None
+    return written or 0
+
+
 def stream_cost(
     told: Charge | None,
     has_usage: bool,
@@ -60,6 +66,7 @@ def stream_cost(
     used: tuple[int, int],
     est_output_tokens: int,
     cached: int = 0,
+    cache_written: int = 0,
 ) -> tuple[Charge, int | None]:
     """A stream's ``(charge, possibly_billed_msats)``: the charge the trailer told the client;
     without a trailer (the stream was cut), the usage the upstream sent, if any, priced, next
@@ -70,7 +77,8 @@ def stream_cost(
         return told, None
     in_tok, out_tok = used
     if has_usage:
-        return Charge(cost_msats(rates, in_tok, out_tok, cached), provider_msats), None
+        computed = cost_msats(rates, in_tok, out_tok, cached, cache_written)
+        return Charge(computed, provider_msats), None
     if provider_msats is not None:
         return Charge(None, provider_msats), None
     return Charge(None, None), cost_msats(rates, in_tok, max(est_output_tokens, out_tok))
@@ -116,6 +124,7 @@ def record_of(ex: Exchange, o: Outcome, redact: Redactor) -> RequestRecord:
         attempts=max(1, ex.attempts.tried),
         possibly_billed_msats=o.possibly_billed_msats,
         computed_cost_msats=None if charge is None else charge.computed_msats,
+        api=ex.api,
     )
 
 

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from arbstr.apis.base import StreamReader, StreamTranslator
 from arbstr.server.delivery import error_event
 from arbstr.server.http import Headers, Send
 from arbstr.upstream import StreamRelay, StreamReply
+from arbstr.upstream.sse import SSEParser
 
 AFTER_DONE_S = 1.0  # how long the end of the upstream body is awaited after [DONE]
 
@@ -62,6 +64,81 @@ async def relay_stream(
     tail = redact(relay.finish())
     if error is not None and relay.upstream_error is None:
         tail += error_event(error)  # (an upstream error event already went out as it came)
+    before_last_send()
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    return error
+
+
+async def relay_events(
+    sr: StreamReply,
+    reader: StreamReader,
+    send: Send,
+    headers: Headers,
+    *,
+    provider: str,
+    idle_timeout_s: float,
+    redact: Callable[[bytes], bytes],
+    before_last_send: Callable[[], None],
+    stream_error: Callable[[str, str, str], bytes],
+    translator: StreamTranslator | None = None,
+) -> str | None:
+    """Like :func:`relay_stream` for any API: each complete event goes out as the upstream
+    sent it (or as ``translator`` turns it), each read by ``reader``; a failure on the way
+    ends the response with ``stream_error``. Returns why the stream failed (None: the
+    reader saw its normal end)."""
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    parser = SSEParser()
+    error: str | None = None
+    chunk: bytes | None = sr.first_chunk
+    read = reader.read
+
+    def take(chunk: bytes) -> bytes:
+        events = parser.feed(chunk)
+        if translator is None:
+            for e in events:
+                if e.data is not None:
+                    read(e.event, e.data)
+            return b"".join([e.raw for e in events])
+        out = []
+        for e in events:
+            if e.data is not None:
+                read(e.event, e.data)
+                out.append(translator.feed(e.event, e.data))
+        return b"".join(out)
+
+    try:
+        while chunk is not None:
+            data = take(chunk)
+            if data:
+                await send({"type": "http.response.body", "body": redact(data), "more_body": True})
+            if reader.done:
+                break
+            chunk = await sr.next_chunk()
+    except TimeoutError:
+        error = f"{provider}: no data for {idle_timeout_s:g} s (stream_idle_timeout_s)"
+    except OSError as exc:
+        error = f"{provider}: stream broken: {exc or type(exc).__name__}"
+    if reader.done:
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(AFTER_DONE_S):
+                while (chunk := await sr.next_chunk()) is not None:
+                    data = take(chunk)
+                    if data:
+                        await send(
+                            {"type": "http.response.body", "body": redact(data), "more_body": True}
+                        )
+    elif error is None:
+        error = f"{provider}: stream ended before its end event"
+    if translator is None:
+        tail = parser.flush() if reader.done else b""
+    else:
+        tail = translator.finish() if reader.done else b""
+    tail = redact(tail)
+    if reader.upstream_error is not None and translator is not None:
+        # (natively the upstream's error event went out as it came; translated, say it)
+        tail += stream_error("upstream_error", "upstream_error", reader.upstream_error)
+    elif error is not None and reader.upstream_error is None:
+        tail += stream_error("upstream_error", "stream_interrupted", error)
     before_last_send()
     await send({"type": "http.response.body", "body": tail, "more_body": False})
     return error

@@ -23,7 +23,7 @@ RANGES: dict[str, timedelta] = {
     "last_30d": timedelta(days=30),
 }
 DEFAULT_RANGE = "last_7d"
-GROUP_BY = ("model", "provider", "policy")
+GROUP_BY = ("model", "provider", "policy", "api")
 SORTS = ("timestamp", "cost_sats", "latency_ms")
 ORDERS = ("asc", "desc")
 MAX_PER_PAGE = 100
@@ -31,7 +31,7 @@ DEFAULT_PER_PAGE = 20
 MAX_PAGE = 10**9
 NO_KEY = "(none)"  # the group of rows whose provider/policy is unknown (failed before routing)
 
-_FILTER_PARAMS = ("range", "since", "until", "model", "provider", "policy")
+_FILTER_PARAMS = ("range", "since", "until", "model", "provider", "policy", "api")
 STATS_PARAMS = (*_FILTER_PARAMS, "group_by")
 REQUESTS_PARAMS = (
     *_FILTER_PARAMS,
@@ -61,6 +61,7 @@ class Filters:
     provider: str | None = None
     policy: str | None = None
     success: bool | None = None
+    api: str | None = None
     streaming: bool | None = None
 
     def where(self) -> tuple[str, list[object]]:
@@ -72,7 +73,7 @@ class Filters:
         if self.until is not None:
             clauses.append("timestamp <= ?")
             args.append(self.until)
-        for column in ("model", "provider", "policy"):
+        for column in ("model", "provider", "policy", "api"):
             value = getattr(self, column)
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -202,6 +203,7 @@ def _filters(params: Mapping[str, str], now: datetime | None, default_range: str
         model=params.get("model"),
         provider=params.get("provider"),
         policy=params.get("policy"),
+        api=params.get("api"),
         success=_bool(params, "success"),
         streaming=_bool(params, "streaming"),
     )

@@ -99,6 +99,7 @@ class RequestRow(msgspec.Struct):
     model: str
     provider: str | None
     policy: str | None
+    api: str
     streaming: bool
     success: bool
     tokens: Tokens

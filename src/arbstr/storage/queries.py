@@ -156,7 +156,7 @@ _REQUEST_COLUMNS = """
     id, request_id, timestamp, model, provider, policy, streaming, success, input_tokens,
     output_tokens, cost_sats, computed_cost_sats, provider_cost_sats, possibly_billed_sats,
     latency_ms,
-    stream_duration_ms, error_status, error_message
+    stream_duration_ms, error_status, error_message, api
 """
 
 
@@ -180,6 +180,7 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         duration,
         err_status,
         err_message,
+        api,
     ) = row
     ok = bool(success)
     return RequestRow(
@@ -189,6 +190,7 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         model=model,
         provider=provider,
         policy=policy,
+        api=api,
         streaming=bool(streaming),
         success=ok,
         tokens=Tokens(stored_tokens(tokens_in), stored_tokens(tokens_out)),
@@ -272,6 +274,7 @@ _UPGRADED_COLUMNS = (
     (2, "possibly_billed_sats", "NULL"),
     (3, "computed_cost_sats", "cost_sats"),
     (3, "cost_sats", "COALESCE(provider_cost_sats, cost_sats)"),
+    (4, "api", "'chat'"),
 )
 
 

@@ -29,8 +29,8 @@ INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (
     request_id, timestamp, model, provider, policy, streaming, input_tokens, output_tokens,
     cost_sats, provider_cost_sats, latency_ms, ttft_ms, stream_duration_ms, success,
-    error_status, error_message, attempts, possibly_billed_sats, computed_cost_sats
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    error_status, error_message, attempts, possibly_billed_sats, computed_cost_sats, api
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 Row = tuple[object, ...]
@@ -97,6 +97,7 @@ def record_row(r: RequestRecord) -> Row:
         clamped(r.attempts, 1) or 1,
         sats_column(r.possibly_billed_msats),
         sats_column(r.computed_cost_msats),
+        text(r.api) or "chat",
     )
 
 

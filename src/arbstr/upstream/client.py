@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,10 @@ from arbstr.urls import parse_http_url
 
 if TYPE_CHECKING:
     import aiohttp
+
+CHAT_PATH = "/chat/completions"
+# reads a 2xx JSON answer's usage: (body, provider, request_id); raises NotACompletion
+UsageReader = Callable[[bytes, str, str], Usage | None]
 
 
 @dataclass(slots=True)
@@ -124,7 +128,7 @@ class UpstreamClient:
                 ssl_context=ssl_context,
             )
         self._transport = transport
-        self._targets: dict[tuple[str, str | None], Target] = {}
+        self._targets: dict[tuple[str, str | None, str], Target] = {}
 
     async def get_session(self) -> aiohttp.ClientSession:
         """The shared aiohttp session, made on first use: a proxy with no price discovery that is
@@ -147,8 +151,8 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
-    def _target(self, provider: Provider) -> Target:
-        key = (provider.url, provider.api_key)
+    def _target(self, provider: Provider, path: str) -> Target:
+        key = (provider.url, provider.api_key, path)
         target = self._targets.get(key)
         if target is None:
             headers = {
@@ -158,29 +162,44 @@ class UpstreamClient:
             }
             if provider.api_key:
                 headers["Authorization"] = f"Bearer {provider.api_key}"
-            url = parse_http_url(provider.url).join("/chat/completions")
+            url = parse_http_url(provider.url).join(path)
             target = Target.for_url(url, headers)
             self._targets[key] = target
         return target
 
     async def _post(
-        self, provider: Provider, body: bytes, request_id: str, timeout_s: float
+        self,
+        provider: Provider,
+        body: bytes,
+        request_id: str,
+        timeout_s: float,
+        path: str,
+        extra_head: bytes,
     ) -> HttpResponse:
         return await self._transport.post(
-            self._target(provider),
+            self._target(provider, path),
             body,
-            b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n",
+            b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n" + extra_head,
             min(self.connect_timeout_s, timeout_s),
             timeout_s,
         )
 
     async def complete(
-        self, provider: Provider, body: bytes, request_id: str, timeout_s: float
+        self,
+        provider: Provider,
+        body: bytes,
+        request_id: str,
+        timeout_s: float,
+        path: str = CHAT_PATH,
+        extra_head: bytes = b"",
+        usage_of: UsageReader = completion_usage,
     ) -> JsonReply:
-        """Send a non-streaming request and read the whole answer within ``timeout_s``."""
+        """Send a non-streaming request to ``{url}{path}`` (``extra_head``: more header lines,
+        each ending CRLF) and read the whole answer within ``timeout_s``; ``usage_of`` reads
+        its usage (the API's ``reply_usage``)."""
         resp: HttpResponse | None = None
         try:
-            resp = await self._post(provider, body, request_id, timeout_s)
+            resp = await self._post(provider, body, request_id, timeout_s, path, extra_head)
             data = await resp.read()
         except BaseException as exc:
             if resp is not None:
@@ -192,7 +211,7 @@ class UpstreamClient:
         if status >= 400:
             raise _status_failure(provider, status, data, ctype, headers)
         try:
-            usage = completion_usage(data, provider=provider.name, request_id=request_id)
+            usage = usage_of(data, provider.name, request_id)
         except NotACompletion as exc:
             raise AttemptFailed(
                 "invalid",
@@ -202,14 +221,23 @@ class UpstreamClient:
         return JsonReply(status, data, ctype, headers.get("x-routstr-cost-msats"), usage)
 
     async def open_stream(
-        self, provider: Provider, body: bytes, request_id: str, first_byte_timeout_s: float
+        self,
+        provider: Provider,
+        body: bytes,
+        request_id: str,
+        first_byte_timeout_s: float,
+        path: str = CHAT_PATH,
+        extra_head: bytes = b"",
     ) -> StreamReply:
-        """Send a streaming request and wait for the first body bytes (nothing sent to the
-        client yet, so any failure up to here can still be retried). After that, the stream
-        times out only when no data arrives for ``stream_idle_timeout_s``."""
+        """Send a streaming request to ``{url}{path}`` and wait for the first body bytes
+        (nothing sent to the client yet, so any failure up to here can still be retried).
+        After that, the stream times out only when no data arrives for
+        ``stream_idle_timeout_s``."""
         resp: HttpResponse | None = None
         try:
-            resp = await self._post(provider, body, request_id, first_byte_timeout_s)
+            resp = await self._post(
+                provider, body, request_id, first_byte_timeout_s, path, extra_head
+            )
             if resp.status >= 400:
                 data = await resp.read()
                 ctype = resp.headers.get("content-type", "application/json")

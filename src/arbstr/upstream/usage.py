@@ -104,7 +104,7 @@ class NotACompletion(ValueError):
 
 
 def completion_usage(
-    body: bytes, *, provider: str | None = None, request_id: str | None = None
+    body: bytes, provider: str | None = None, request_id: str | None = None
 ) -> Usage | None:
     """``usage`` of a non-streaming completion, read in the same pass that checks the body is
     a JSON object (None when absent or not an object). Raises :class:`NotACompletion`."""
