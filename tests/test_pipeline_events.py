@@ -51,10 +51,10 @@ class ToChat:
             chat["stream_options"] = {"include_usage": True}
         return _enc(chat)
 
-    def translate_reply(self, body: bytes) -> bytes:
+    def translate_reply(self, body: bytes, model: str) -> bytes:
         return _enc({"a": _dec(body)["choices"][0]["message"]["content"]})
 
-    def stream_translator(self) -> StreamOut:
+    def stream_translator(self, model: str) -> StreamOut:
         return StreamOut()
 
 

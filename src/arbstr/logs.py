@@ -78,7 +78,7 @@ def request_message(r: RequestRecord, retries: str | None = None) -> str:
     maybe = "" if billed is None else f" possibly_billed_sats={format_msats(billed)}"
     v = logfmt_value
     return (
-        f"chat {outcome} model={v(r.model)} provider={v(r.provider)} policy={v(r.policy)}"
+        f"{r.api} {outcome} model={v(r.model)} provider={v(r.provider)} policy={v(r.policy)}"
         f" stream={r.streaming} tokens={r.input_tokens}/{r.output_tokens} cost_sats={cost}"
         f"{maybe} latency_ms={r.latency_ms} attempts={r.attempts} retries={v(retries or 0)}"
     )

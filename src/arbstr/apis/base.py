@@ -79,11 +79,12 @@ class Translator(Protocol):
         """The fallback API's request body, for ``model``; for a stream it must ask for usage
         (chat: ``stream_options.include_usage``). Raises ``InvalidRequest`` (400)."""
 
-    def translate_reply(self, body: bytes) -> bytes:
-        """A 2xx JSON answer of the fallback API in the client API's shape."""
+    def translate_reply(self, body: bytes, model: str) -> bytes:
+        """A 2xx JSON answer of the fallback API in the client API's shape, as ``model``
+        (the model that answered)."""
 
-    def stream_translator(self) -> StreamTranslator:
-        """A translator for one stream."""
+    def stream_translator(self, model: str) -> StreamTranslator:
+        """A translator for one stream answered by ``model``."""
 
 
 class Api(Protocol):

@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 
-from arbstr.apis.base import ApiName, ApiRequest
+from arbstr.apis.base import ApiName, ApiRequest, Translator
 from arbstr.apis.chat import check_model
+from arbstr.apis.translate.via_chat import MESSAGES_VIA_CHAT
 from arbstr.apis.usage_fields import Where, count, ignored, reported_cost, total, usage_object
 from arbstr.errors import InvalidRequest
 from arbstr.upstream.usage import ABSENT, NotACompletion, Usage
@@ -325,7 +326,10 @@ class MessagesApi:
     path = "/v1/messages"
     upstream_path = "/messages"
     accepts_x_api_key = True  # Anthropic clients send the key in x-api-key
-    forward_headers = ("anthropic-version", "anthropic-beta")
+    forward_headers: tuple[str, ...] = ("anthropic-version", "anthropic-beta")
+    # providers without ``messages`` in their apis serve it through chat completions
+    translated_via: ApiName | None = "chat"
+    translator: Translator | None = MESSAGES_VIA_CHAT
 
     def parse(self, body: bytes) -> ApiRequest:
         return parse_messages(body)

@@ -12,12 +12,15 @@ from arbstr.apis.base import Api
 from arbstr.apis.chat import CHAT
 from arbstr.apis.completions import COMPLETIONS
 from arbstr.apis.embeddings import EMBEDDINGS
+from arbstr.apis.messages import MESSAGES
+from arbstr.apis.responses import RESPONSES
 
 APIS: tuple[Api, ...] = (
     CHAT,
     EMBEDDINGS,
     COMPLETIONS,
-    # RESPONSES, MESSAGES, COUNT_TOKENS: one line each, imported from their modules
+    RESPONSES,
+    MESSAGES,
 )
 
 

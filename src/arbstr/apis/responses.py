@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from arbstr.apis.base import ApiName, ApiRequest
+from arbstr.apis.base import ApiName, ApiRequest, Translator
 from arbstr.apis.chat import check_model
 from arbstr.apis.usage_fields import (
     Where,
@@ -297,6 +297,10 @@ class ResponsesApi:
     name: ApiName = "responses"
     path = "/v1/responses"
     upstream_path = "/responses"
+    accepts_x_api_key = False
+    forward_headers: tuple[str, ...] = ()
+    translated_via: ApiName | None = None  # a provider without it is not a candidate
+    translator: Translator | None = None
 
     def parse(self, body: bytes) -> ApiRequest:
         return parse_responses(body)

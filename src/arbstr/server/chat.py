@@ -54,7 +54,8 @@ class HotPaths(StreamsMixin):
         )
         body, ctype = reply.body, reply.content_type
         if self.translator is not None and self.translated(cand):
-            body, ctype = self.translator.translate_reply(body), "application/json"
+            body = self.translator.translate_reply(body, cand.model)
+            ctype = "application/json"
         latency = ex.elapsed_ms()
         overhead = max(0.0, latency - ex.attempts.waited_s * 1000.0)
         headers = ex.headers()

@@ -133,7 +133,7 @@ class StreamsMixin:
                 redact=self.redact.bytes,
                 before_last_send=watch.stop,
                 stream_error=self.api.stream_error,
-                translator=self.translator.stream_translator()
+                translator=self.translator.stream_translator(cand.model)
                 if translated and self.translator is not None
                 else None,
             )
