@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Claude Code and Codex CLI for tests/test_real_clients.py, pinned in package.json (npm).
+CLIENTS := .clients
+CLIENTS_STAMP := $(CLIENTS)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clients clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +15,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+$(CLIENTS_STAMP): package.json
+	mkdir -p $(CLIENTS)
+	cp package.json $(CLIENTS)/package.json
+	cd $(CLIENTS) && npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	$(CLIENTS)/node_modules/.bin/claude --version
+	$(CLIENTS)/node_modules/.bin/codex --version
+	touch $(CLIENTS_STAMP)
+
+clients: $(CLIENTS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/arbstr serve --mock --listen 127.0.0.1:8080
 
-test: $(STAMP)
+test: $(STAMP) $(CLIENTS_STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -29,4 +42,4 @@ bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CLIENTS) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -7,6 +7,7 @@ import typer
 
 from arbstr import __version__
 from arbstr.cli import config_cmds, discover_cmd, log_cmds
+from arbstr.cli.connect import connect
 from arbstr.cli.serve import serve
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.command()(config_cmds.balance)
 app.command()(log_cmds.stats)
 app.command()(log_cmds.requests)
 app.command()(discover_cmd.discover)
+app.command()(connect)
 
 
 @app.command()
