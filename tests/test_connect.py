@@ -64,12 +64,12 @@ def test_claude_code_with_the_token_in_an_env_var(config: Path, homes: dict[str,
         "# arbstr's auth_token is read from $ARBSTR_TOKEN (as " + str(config) + " does)\n"
         "# Claude Code: put these in your shell, or `arbstr connect claude-code --write`\n"
         "export ANTHROPIC_BASE_URL=http://127.0.0.1:9123\n"
-        "export ANTHROPIC_MODEL=auto\n"
-        "export ANTHROPIC_DEFAULT_OPUS_MODEL=auto\n"
-        "export ANTHROPIC_DEFAULT_SONNET_MODEL=auto\n"
-        "export ANTHROPIC_DEFAULT_FABLE_MODEL=auto\n"
-        "export ANTHROPIC_DEFAULT_HAIKU_MODEL=auto\n"
-        "export ANTHROPIC_SMALL_FAST_MODEL=auto\n"
+        "export ANTHROPIC_MODEL=claude-sonnet-4\n"
+        "export ANTHROPIC_DEFAULT_OPUS_MODEL=claude-sonnet-4\n"
+        "export ANTHROPIC_DEFAULT_SONNET_MODEL=claude-sonnet-4\n"
+        "export ANTHROPIC_DEFAULT_FABLE_MODEL=claude-sonnet-4\n"
+        "export ANTHROPIC_DEFAULT_HAIKU_MODEL=claude-sonnet-4\n"
+        "export ANTHROPIC_SMALL_FAST_MODEL=claude-sonnet-4\n"
         "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n"
         'export ANTHROPIC_AUTH_TOKEN="$ARBSTR_TOKEN"\n'
     )
@@ -201,7 +201,7 @@ def test_write_claude_settings_merges_keeps_and_backs_up(
     assert after["env"]["FOO"] == "bar"
     assert "ANTHROPIC_AUTH_TOKEN" not in after["env"]  # the helper supplies the token
     assert after["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9123"
-    assert after["env"]["ANTHROPIC_MODEL"] == "auto"
+    assert after["env"]["ANTHROPIC_MODEL"] == "claude-sonnet-4"  # the config's claude model
     assert after["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert after["apiKeyHelper"] == 'printf %s "$ARBSTR_TOKEN"'
     assert SECRET not in settings.read_text(encoding="utf-8")
@@ -272,7 +272,7 @@ def test_write_codex_config_merges_keeps_and_backs_up(config: Path, homes: dict[
     text = path.read_text(encoding="utf-8")
     assert "# my Codex settings\n" in text
     data = tomllib.loads(text)
-    assert data["model"] == "auto"
+    assert data["model"] == "gpt-4o"  # the config's gpt model
     assert data["model_provider"] == "arbstr"
     assert data["approval_policy"] == "on-request"
     assert data["profiles"] == {"fast": {"model": "o4-mini"}}
@@ -333,3 +333,19 @@ def test_merge_codex_handles_every_table_spelling(before: str) -> None:
 def test_merge_codex_refuses_a_non_table_model_providers() -> None:
     with pytest.raises(Exception, match="`model_providers` is not a table"):
         merge_codex_config("model_providers = 3\n", "c", {}, "arbstr", {"name": "arbstr"})
+
+
+def test_the_default_model_is_one_the_providers_list_of_the_clients_family() -> None:
+    """``auto`` needs a policy with allowed_models: a model that works is the safer default."""
+    with_config = {"providers": [{"name": "a", "url": "http://x/v1", "models": ["b-1", "gpt-9"]}]}
+    claude = target_from_data(with_config, source="c", env={}, family="claude")
+    assert claude.model == claude.small_model == "b-1"  # no claude model: the first listed
+    assert target_from_data(with_config, source="c", env={}, family="gpt").model == "gpt-9"
+    # no config: serve --mock's models
+    assert target_from_data({}, source="d", env={}, family="claude").model == "claude-3.5-sonnet"
+    assert target_from_data({}, source="d", env={}, family="gpt").model == "gpt-4o"
+    # discovered models are not known offline: auto, with a note saying what it needs
+    found = {"providers": [{"name": "n", "url": "http://x/v1", "discover": True}]}
+    t = target_from_data(found, source="c", env={}, family="gpt")
+    assert t.model == "auto" and any("allowed_models" in n for n in t.notes)
+    assert target_from_data(found, source="c", env={}, model="m", family="gpt").model == "m"

@@ -14,6 +14,7 @@ import typer
 from arbstr.cli.common import ConfigOpt, fail
 from arbstr.cli.connect_render import (
     CLIENTS,
+    FAMILIES,
     PROVIDER_ID,
     Target,
     claude_env,
@@ -40,8 +41,14 @@ def connect(
         str | None, typer.Option("--listen", "-l", help="HOST:PORT, overrides server.listen")
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Model the client asks for [default: auto]")
-    ] = "auto",
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model the client asks for [default: one the providers list, of the"
+            " client's own family when there is one]",
+        ),
+    ] = None,
     small_model: Annotated[
         str | None,
         typer.Option("--small-model", help="Claude Code's small/fast model [default: --model]"),
@@ -57,7 +64,7 @@ def connect(
             code=2,
         )
     try:
-        target = _target(config, listen, model, small_model)
+        target = _target(config, listen, model, small_model, FAMILIES[client])
         if write:
             _write(client, target)
         else:
@@ -66,7 +73,9 @@ def connect(
         raise fail(str(exc)) from None
 
 
-def _target(config: str | None, listen: str | None, model: str, small: str | None) -> Target:
+def _target(
+    config: str | None, listen: str | None, model: str | None, small: str | None, family: str
+) -> Target:
     path = resolve_config_path(config)
     explicit = config is not None or bool(os.environ.get("ARBSTR_CONFIG"))
     if not path.exists() and not explicit:
@@ -77,6 +86,7 @@ def _target(config: str | None, listen: str | None, model: str, small: str | Non
             listen=listen,
             model=model,
             small_model=small,
+            family=family,
         )
         note = f"no {path}: the default listen address, as `arbstr serve --mock` uses"
         return replace(target, notes=(note, *target.notes))
@@ -89,7 +99,13 @@ def _target(config: str | None, listen: str | None, model: str, small: str | Non
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     return target_from_data(
-        data, source=str(path), env=os.environ, listen=listen, model=model, small_model=small
+        data,
+        source=str(path),
+        env=os.environ,
+        listen=listen,
+        model=model,
+        small_model=small,
+        family=family,
     )
 
 

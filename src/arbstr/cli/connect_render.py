@@ -18,6 +18,8 @@ from arbstr.errors import ConfigError
 from arbstr.routing.router import AUTO_MODELS
 
 CLIENTS = ("claude-code", "codex", "openai")
+# the model names each client is made for, preferred when no --model is given
+FAMILIES = {"claude-code": "claude", "codex": "gpt", "openai": "gpt"}
 # the variable suggested when the config does not name one
 TOKEN_VAR = "ARBSTR_TOKEN"  # noqa: S105 (a variable name, not a secret)
 # Clients insist on some key; an arbstr without auth_token accepts any.
@@ -62,20 +64,34 @@ def target_from_data(
     source: str,
     env: Mapping[str, str],
     listen: str | None = None,
-    model: str = "auto",
+    model: str | None = None,
     small_model: str | None = None,
+    family: str = "",
 ) -> Target:
-    """The target for a config file's parsed TOML (``{}`` when there is none). Only the shape
-    is checked: provider keys need not be set in this shell. Raises :class:`ConfigError`."""
+    """The target for a config file's parsed TOML (``{}`` when there is none: ``serve
+    --mock``). Only the shape is checked: provider keys need not be set in this shell.
+    Without ``model``, a model the providers list, preferring names that start with
+    ``family`` (the client's own models: ``claude``, ``gpt``). Raises :class:`ConfigError`."""
     try:
         fc = msgspec.convert(data, type=FileConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     address = listen if listen is not None else fc.server.listen
     host, port = parse_listen(address, where="--listen" if listen is not None else "server.listen")
-    small = small_model or model
     notes: list[str] = []
-    served = _served_models(fc)
+    if data:
+        served = _served_models(fc)
+    else:
+        from arbstr.mock.spec import MOCK_MODELS  # (lazily: the mock package brings aiohttp)
+
+        served = frozenset(MOCK_MODELS)
+    if model is None:
+        model = default_model(fc, served, family)
+        if model in AUTO_MODELS:
+            notes.append(
+                f"model 'auto' needs a policy rule with allowed_models in {source}; or pass --model"
+            )
+    small = small_model or model
     for name in dict.fromkeys((model, small)):
         if served is not None and name not in served and name not in AUTO_MODELS:
             listed = ", ".join(sorted(served)) or "none"
@@ -88,6 +104,21 @@ def target_from_data(
         source=source,
         notes=tuple(notes),
     )
+
+
+def default_model(fc: FileConfig, served: frozenset[str] | None, family: str) -> str:
+    """The model a client asks for unless told: among what the providers list (else what
+    the policy rules allow), the first of the client's ``family``, else the first; ``auto``
+    when nothing is known offline (providers that discover their models)."""
+    known = (
+        sorted(served)
+        if served
+        else sorted({m for r in fc.policies.rules for m in r.allowed_models})
+    )
+    for name in known:
+        if name.startswith(family):
+            return name
+    return known[0] if known else "auto"
 
 
 def _served_models(fc: FileConfig) -> frozenset[str] | None:

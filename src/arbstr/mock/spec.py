@@ -21,12 +21,12 @@ class MockSpec:
     base_fee: float  # sats per request
 
 
-_MOCK_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3.5-sonnet")
+MOCK_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3.5-sonnet")
 
 # mock-alpha is cheaper than mock-beta on every rate, hence for every model and request.
 DEFAULT_MOCKS: tuple[MockSpec, ...] = (
-    MockSpec("mock-alpha", _MOCK_MODELS, input_rate=5.0, output_rate=15.0, base_fee=0.0),
-    MockSpec("mock-beta", _MOCK_MODELS, input_rate=8.0, output_rate=24.0, base_fee=1.0),
+    MockSpec("mock-alpha", MOCK_MODELS, input_rate=5.0, output_rate=15.0, base_fee=0.0),
+    MockSpec("mock-beta", MOCK_MODELS, input_rate=8.0, output_rate=24.0, base_fee=1.0),
 )
 
 
