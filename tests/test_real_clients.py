@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -77,13 +78,15 @@ def exports(text: str) -> dict[str, str]:
 
 
 class Arbstr:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, config: Path | None = None) -> None:
+        """``arbstr serve --mock`` in ``root``, or ``serve -c config`` when one is given."""
         self.root = root
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = (root / "serve.log").open("w+", encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
-        args = ["serve", "--mock", "--listen", f"127.0.0.1:{self.port}", "--db", "arbstr.db"]
+        source = ["--mock"] if config is None else ["-c", str(config)]
+        args = ["serve", *source, "--listen", f"127.0.0.1:{self.port}", "--db", "arbstr.db"]
         self.proc = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
             [sys.executable, "-m", "arbstr", *args],
             cwd=root,
@@ -136,6 +139,34 @@ def server(tmp_path: Path) -> Iterator[Arbstr]:
     srv.stop()
 
 
+@pytest.fixture
+def chat_only_server(tmp_path: Path) -> Iterator[Arbstr]:
+    """An arbstr whose providers serve chat completions only (``apis = ["chat"]``): the mock
+    providers of a ``serve --mock`` started beside it, so Messages must be translated."""
+    mocks_dir = tmp_path / "mocks"
+    mocks_dir.mkdir()
+    mocks = Arbstr(mocks_dir)
+    try:
+        urls = dict(re.findall(r"(mock-\w+)=(http://\S+?)[,\s]", mocks.output() + " "))
+        assert urls, mocks.output()
+        blocks = [
+            f'[[providers]]\nname = "{name}"\nurl = "{url}"\napi_key = "sk-mock-{name}"\n'
+            f'models = ["claude-3.5-sonnet", "gpt-4o"]\ninput_rate = 5\noutput_rate = 15\n'
+            f'apis = ["chat"]\nbalance_interval_s = 0\n'
+            for name, url in sorted(urls.items())
+        ]
+        config = tmp_path / "chat-only.toml"
+        config.write_text("\n".join(blocks), encoding="utf-8")
+        config.chmod(0o600)
+        srv = Arbstr(tmp_path, config)
+        try:
+            yield srv
+        finally:
+            srv.stop()
+    finally:
+        mocks.stop()
+
+
 def run_client(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 (the pinned client binaries)
         args,
@@ -149,7 +180,7 @@ def run_client(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Co
     )
 
 
-def test_claude_code_print_mode(server: Arbstr, tmp_path: Path) -> None:
+def run_claude(server: Arbstr, tmp_path: Path) -> None:
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()
@@ -182,6 +213,19 @@ def test_claude_code_print_mode(server: Arbstr, tmp_path: Path) -> None:
     assert rows, server.output()
     assert all(row["success"] for row in rows), rows
     assert {row["provider"] for row in rows} <= {"mock-alpha", "mock-beta"}
+
+
+def test_claude_code_print_mode(server: Arbstr, tmp_path: Path) -> None:
+    run_claude(server, tmp_path)
+
+
+def test_claude_code_on_chat_completions_only_providers(
+    chat_only_server: Arbstr, tmp_path: Path
+) -> None:
+    """Claude Code on providers that speak only OpenAI chat completions: arbstr translates."""
+    run_claude(chat_only_server, tmp_path)
+    rows = chat_only_server.rows("messages")
+    assert all(row["cost"]["sats"] for row in rows), rows  # the chat usage, priced
 
 
 def test_codex_exec(server: Arbstr, tmp_path: Path) -> None:

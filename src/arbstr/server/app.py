@@ -6,9 +6,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from arbstr.apis.base import Api
+from arbstr.apis.count_tokens import COUNT_TOKENS
 from arbstr.apis.registry import APIS, by_name, routes
 from arbstr.errors import AuthError, InternalError, MethodNotAllowed, NotFound
 from arbstr.server import admin, stats
+from arbstr.server.count_tokens import CountTokensHandler
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Receive, Scope, Send, check_bearer, send_error
@@ -41,7 +43,13 @@ class App:
         apis = tuple(apis)
         fallbacks = by_name(apis)
         handlers = {id(a): ApiHandler(gateway, a, fallbacks) for a in apis}
-        self.api_routes = {p: handlers[id(a)] for p, a in routes(apis).items()}
+        self.api_routes: dict[str, ApiHandler | CountTokensHandler] = {
+            p: handlers[id(a)] for p, a in routes(apis).items()
+        }
+        if any(a.name == "messages" for a in apis):
+            counter = CountTokensHandler(gateway)
+            self.api_routes[COUNT_TOKENS.path] = counter
+            self.api_routes[COUNT_TOKENS.path[3:]] = counter  # without /v1, as the others
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
