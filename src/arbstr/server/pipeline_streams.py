@@ -65,6 +65,9 @@ class _Read:
     content: int
     upstream_error: str | None
     reported: int | None
+    # the usage is the whole answer's: chat sends it once, complete; an event stream
+    # (Anthropic's message_start, then message_delta) only once it ended normally
+    usage_final: bool = True
 
 
 class StreamsMixin:
@@ -148,7 +151,9 @@ class StreamsMixin:
             provider=cand.provider.name,
             request_id=ex.request_id,
         )
-        read = _Read(reader.usage, reader.content_events, reader.upstream_error, reported)
+        read = _Read(
+            reader.usage, reader.content_events, reader.upstream_error, reported, reader.done
+        )
         self._stream_end(prep, ex, cand, first_byte_at, error_message, read, [])
 
     def _stream_end(
@@ -178,7 +183,7 @@ class StreamsMixin:
             gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
         charge, billed = stream_cost(
             told[0] if told else None,
-            usage is not None,
+            usage is not None and read.usage_final,
             read.reported,
             cand.rates,
             (in_tok, out_tok),
