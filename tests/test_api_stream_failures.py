@@ -89,7 +89,8 @@ async def test_a_broken_messages_stream_raises_in_the_anthropic_sdk(
     fake_upstream.push(Stream([MESSAGE_START, BLOCK_START, DELTA], then_reset=True))
     client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="x", max_retries=0)
     got: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as failed:
+
+    async def read_all() -> None:
         async with client.messages.stream(
             model="claude-3.5-sonnet",
             max_tokens=50,
@@ -97,6 +98,9 @@ async def test_a_broken_messages_stream_raises_in_the_anthropic_sdk(
         ) as stream:
             async for text in stream.text_stream:
                 got.append(text)
+
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        await read_all()
     assert got == ["Hel"]  # what came before the break reached the client at once
     assert "stream" in str(failed.value.body)
     [row] = proxy.records
@@ -112,10 +116,14 @@ async def test_a_broken_responses_stream_raises_in_the_openai_sdk(
     fake_upstream.push(Stream([RESPONSE_CREATED, TEXT_DELTA], then_reset=True))
     client = openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key="x", max_retries=0)
     seen: list[str] = []
-    with pytest.raises(openai.APIError):
+
+    async def read_all() -> None:
         stream = await client.responses.create(model="gpt-4o", input="hi", stream=True)
         async for ev in stream:
             seen.append(ev.type)
+
+    with pytest.raises(openai.APIError):
+        await read_all()
     assert seen == ["response.created", "response.output_text.delta"]
     [row] = proxy.records
     assert row.api == "responses" and row.streaming and not row.success
