@@ -333,7 +333,7 @@ async def test_models_providers_health(
     data = {
         "providers": [
             provider("alpha", url, models=["gpt-4o", "b"], api_key="sk-verysecretkey-123456"),
-            provider("beta", url, models=["b", "c"]),
+            provider("beta", url, models=["b", "c"], apis=["chat", "embeddings"]),
         ]
     }
     proxy = start(proxies, data)
@@ -350,6 +350,8 @@ async def test_models_providers_health(
     assert b"sk-verysecretkey-123456" not in raw
     provs = json.loads(raw)["data"]
     assert provs[0]["api_key"] == "sk-ver…***"
+    assert provs[0]["apis"] == ["chat", "completions", "embeddings", "messages", "responses"]
+    assert provs[1]["apis"] == ["chat", "embeddings"]
     assert provs[0]["rates"] == {
         "input_rate": 10.0,
         "output_rate": 30.0,

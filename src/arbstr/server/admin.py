@@ -30,6 +30,7 @@ def provider_json(p: Provider, discovery: DiscoveryStatus | None = None) -> dict
         "model_rates": {m: _rates_json(r) for m, r in p.model_rates.items()},
         "api_key": p.masked_key,
         "key_source": p.key_source,
+        "apis": sorted(p.apis),
         "discovery": (discovery or DiscoveryStatus(enabled=p.discover)).as_json(),
     }
 
