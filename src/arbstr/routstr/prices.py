@@ -67,8 +67,8 @@ def apply_prices(
 ) -> Provider:
     """The provider as routing should see it: discovered per-model prices and metadata, with
     the config's own ``model_rates`` and ``model_info`` as overrides (a rate keyed by an alias
-    applies to the model it names). A configured ``models`` list still restricts the models; without one, the
-    discovered models are what the provider serves."""
+    applies to the model it names). A configured ``models`` list still restricts the models;
+    without one, the discovered models are what the provider serves."""
     merged = {**discovered, **base.model_rates}
     model_info = dict(info or {})
     for model, own in base.model_info.items():  # the config's limits over the node's
