@@ -21,11 +21,14 @@ from arbstr.config import Provider
 from arbstr.errors import ArbstrError, AuthError, InternalError, InvalidRequest, MethodNotAllowed
 from arbstr.routing import (
     Candidate,
+    TierMap,
+    chosen_tier,
     estimate_input_tokens,
     estimate_output_tokens,
     reservation_for,
     route,
     select_policy,
+    tier_map,
 )
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
@@ -76,6 +79,7 @@ class ApiHandler(HotPaths):
         self.trailer = api.name == "chat"
         self._served_from: Sequence[Provider] | None = None
         self._served: Sequence[Provider] = ()
+        self._tiers: TierMap = tier_map(gw.config.tiers, ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(new_request_id(), time.perf_counter(), iso_now(), self.api.name)
@@ -136,14 +140,19 @@ class ApiHandler(HotPaths):
         ok = [p for p in providers if name in p.apis or (via is not None and via in p.apis)]
         self._served = providers if len(ok) == len(providers) else tuple(ok)
         self._served_from = providers
+        # each listed model's tier, placed by price: once per price refresh
+        self._tiers = tier_map(self.gw.config.tiers, self._served)
 
     async def _prepare(self, scope: Scope, receive: Receive, ex: Exchange) -> Prepared:
         gw = self.gw
         policy_header: str | None = None
+        tier_header: str | None = None
         content_length: int | None = None
         for k, v in scope["headers"]:
             if k == b"x-arbstr-policy":
                 policy_header = v.decode("latin-1")
+            elif k == b"x-arbstr-tier":
+                tier_header = v.decode("latin-1").strip().lower()
             elif k == b"content-length":
                 try:
                     content_length = int(v)
@@ -173,6 +182,13 @@ class ApiHandler(HotPaths):
         providers = gw.prices.providers
         if providers is not self._served_from:
             self._serve(providers)
+        # GLUE POINT (lead): the complexity scorer's tier name for this request (None: plain
+        # `auto` over the policy's allowed_models), its score, and the request's image parts
+        # and tool definitions (ApiRequest.features) go here.
+        scored_tier: str | None = None
+        ex.complexity = None
+        images, tools = 0, 0
+        tier = chosen_tier(req.model, tier_header, scored_tier)
         r = route(
             self._served,
             rule,
@@ -181,7 +197,15 @@ class ApiHandler(HotPaths):
             out_tokens,
             gw.health.latency_ms,
             affords,
+            tier=tier,
+            tiers=self._tiers,
+            max_tokens=req.max_tokens,
+            images=images,
+            tools=tools,
         )
+        ex.tier = r.tier
+        if r.reason is not None:
+            log.info("tier: %s", r.reason, extra=rid(ex))
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
         extra = _forwarded(scope, self._forward) if self._forward else b""
