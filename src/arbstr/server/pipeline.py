@@ -182,12 +182,8 @@ class ApiHandler(HotPaths):
         providers = gw.prices.providers
         if providers is not self._served_from:
             self._serve(providers)
-        # GLUE POINT (lead): the complexity scorer's tier name for this request (None: plain
-        # `auto` over the policy's allowed_models), its score, and the request's image parts
-        # and tool definitions (ApiRequest.features) go here.
-        scored_tier: str | None = None
-        ex.complexity = None
-        images, tools = 0, 0
+        scored_tier, ex.complexity = self._scored(req)
+        images, tools = self._features(req)
         tier = chosen_tier(req.model, tier_header, scored_tier)
         r = route(
             self._served,
@@ -212,6 +208,18 @@ class ApiHandler(HotPaths):
         return Prepared(
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, reserve, extra
         )
+
+    # GLUE POINTS (lead): the complexity scorer and ApiRequest.features plug in here.
+
+    def _scored(self, req: ApiRequest) -> tuple[str | None, float | None]:
+        """The scorer's tier name for ``req`` (None: plain ``auto`` over the policy's
+        allowed_models) and its score (logged as ``complexity``). Not scored yet."""
+        return None, None
+
+    def _features(self, req: ApiRequest) -> tuple[int, int]:
+        """How many image parts and tool definitions ``req`` has (for the fit rules). Not
+        counted yet: 0, 0."""
+        return 0, 0
 
     def translated(self, c: Candidate) -> bool:
         """Whether ``c`` serves this API only through its translation."""
