@@ -171,3 +171,16 @@ async def test_fallback_inside_the_tier_names_the_answering_model(
     ):
         page = await r.json()
     assert [(i["tier"], i["model"]) for i in page["data"]] == [("economy", "small")]
+
+
+async def test_tier_pseudo_models_work_out_of_the_box_with_the_mocks(
+    proxies: list[ProxyThread],
+) -> None:
+    proxy = ProxyThread(make_config({}), with_mocks=True).start()
+    proxies.append(proxy)
+    models = set()
+    for tier in ("economy", "standard", "frontier"):
+        status, headers, _ = await post(proxy, chat(f"arbstr/{tier}"))
+        assert status == 200 and headers["x-arbstr-tier"] == tier
+        models.add(headers["x-arbstr-model"])
+    assert len(models) == 3  # terciles of the listed models: one each
