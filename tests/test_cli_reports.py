@@ -334,3 +334,24 @@ def test_stats_shows_provider_charged_vs_computed(runner: CliRunner, tmp_path: P
         ["alpha", "1", "1.250", "1.250", "+0.000", "+0.0%"],
         ["gamma", "1", "1.500", "2.000", "-0.500", "-25.0%"],
     ]
+
+
+def test_stats_group_by_tier_and_tier_filter(runner: CliRunner, tmp_path: Path) -> None:
+    fill(
+        tmp_path / "log.db",
+        [
+            record(tier="economy", complexity=0.1),
+            record(tier="economy"),
+            record(tier="frontier", complexity=0.9),
+            record(),
+        ],
+    )
+    out = json.loads(run(runner, "stats", "--db", "log.db", "--json", "-g", "tier").stdout)
+    totals = {k: v["counts"]["total"] for k, v in out["groups"].items()}
+    assert totals == {"economy": 2, "frontier": 1, "(none)": 1}
+    out = json.loads(
+        run(runner, "requests", "--db", "log.db", "--json", "--tier", "frontier").stdout
+    )
+    assert [(r["tier"], r["complexity"]) for r in out["data"]] == [("frontier", 0.9)]
+    table = run(runner, "stats", "--db", "log.db", "--group-by", "tier").stdout
+    assert "economy" in table and "frontier" in table

@@ -61,6 +61,8 @@ REQUESTS_COLUMNS = [
     ("possibly_billed_sats", "REAL", 0, 0),
     ("computed_cost_sats", "REAL", 0, 0),
     ("api", "TEXT", 1, 0),
+    ("tier", "TEXT", 0, 0),
+    ("complexity", "REAL", 0, 0),
 ]
 
 
@@ -111,7 +113,7 @@ def test_schema_has_the_request_log_columns_indexes_and_wal(tmp_path: Path) -> N
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='requests'"
         )
     }
-    assert {"timestamp", "model", "provider", "request_id", "api"} <= indexed
+    assert {"timestamp", "model", "provider", "request_id", "api", "tier"} <= indexed
     ratios = conn.execute("PRAGMA table_info(token_ratios)").fetchall()
     assert [(c[1], c[2], c[5]) for c in ratios] == [
         ("policy", "TEXT", 1),
@@ -292,6 +294,8 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         ttft_ms=12,
         stream_duration_ms=300,
         attempts=3,
+        tier="standard",
+        complexity=0.5,
     )
     r2 = record(
         success=False,
@@ -330,8 +334,11 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         None,
         1.234,
         "chat",
+        "standard",
+        0.5,
     )
     assert got[1][1] == r2.request_id
+    assert got[1][21:] == (None, None)
     assert got[1][4:6] == (None, None)
     assert got[1][9] is None and got[1][14] == 0 and got[1][15] == 502
     assert isinstance(got[1][16], str) and 100 < len(got[1][16]) <= 2000  # capped
@@ -741,6 +748,8 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         "provider": "alpha",
         "policy": "default",
         "api": "chat",
+        "tier": None,
+        "complexity": None,
         "streaming": True,
         "success": True,
         "tokens": {"input": 10, "output": 20},

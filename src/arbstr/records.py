@@ -44,6 +44,8 @@ class RequestRecord:
     possibly_billed_msats: int | None = None
     computed_cost_msats: int | None = None
     api: str = "chat"  # the client API it came in (arbstr.apinames.ALL_APIS)
+    tier: str | None = None  # the tier it was routed within (economy, standard, frontier)
+    complexity: float | None = None  # the complexity scorer's score, when it scored it
 
 
 class RecordSink(Protocol):

@@ -38,6 +38,9 @@ ApiOpt = Annotated[
         "--api", help="only this API: chat | responses | messages | embeddings | completions"
     ),
 ]
+TierOpt = Annotated[
+    str | None, typer.Option("--tier", help="only this tier: economy | standard | frontier")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the /v1/… JSON instead of a table")]
 
 
@@ -102,6 +105,7 @@ def _filters(
     provider: str | None,
     policy: str | None,
     api: str | None = None,
+    tier: str | None = None,
 ) -> dict[str, str | None]:
     """The filters `stats` and `requests` share, named as the HTTP query parameters."""
     return {
@@ -112,6 +116,7 @@ def _filters(
         "provider": provider,
         "policy": policy,
         "api": api,
+        "tier": tier,
     }
 
 
@@ -125,14 +130,15 @@ def stats(
     provider: ProviderOpt = None,
     policy: PolicyOpt = None,
     api: ApiOpt = None,
+    tier: TierOpt = None,
     group_by: Annotated[
-        str | None, typer.Option("--group-by", "-g", help="model | provider | policy | api")
+        str | None, typer.Option("--group-by", "-g", help="model | provider | policy | api | tier")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
     params = {
-        **_filters(range_, since, until, model, provider, policy, api),
+        **_filters(range_, since, until, model, provider, policy, api, tier),
         "group_by": group_by,
     }
     _report(db, config, params, "stats", as_json, group_by)
@@ -148,6 +154,7 @@ def requests(
     provider: ProviderOpt = None,
     policy: PolicyOpt = None,
     api: ApiOpt = None,
+    tier: TierOpt = None,
     success: Annotated[
         bool | None, typer.Option("--success/--failed", help="only successes / only failures")
     ] = None,
@@ -165,7 +172,7 @@ def requests(
 ) -> None:
     """The request log, newest first (as GET /v1/requests; default all time)."""
     params = {
-        **_filters(range_, since, until, model, provider, policy, api),
+        **_filters(range_, since, until, model, provider, policy, api, tier),
         "success": None if success is None else str(success).lower(),
         "streaming": None if streaming is None else str(streaming).lower(),
         "page": str(page),

@@ -10,7 +10,7 @@ from arbstr.config.load import (
     resolve_config_path,
     resolve_db_path,
 )
-from arbstr.config.model import Config, ModelInfo, Policies, Provider, Rule
+from arbstr.config.model import TIER_NAMES, Config, ModelInfo, Policies, Provider, Rule, Tier
 from arbstr.config.schema import DEFAULT_LISTEN, RetrySettings, ServerSettings, Strategy
 from arbstr.config.secrets import convention_env_name, mask_secret
 
@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DB_PATH",
     "DEFAULT_LISTEN",
+    "TIER_NAMES",
     "Config",
     "ModelInfo",
     "Policies",
@@ -26,6 +27,7 @@ __all__ = [
     "Rule",
     "ServerSettings",
     "Strategy",
+    "Tier",
     "config_from_data",
     "convention_env_name",
     "is_loopback_host",

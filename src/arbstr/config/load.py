@@ -23,6 +23,7 @@ from arbstr.config.listen import parse_listen
 from arbstr.config.model import Config, Policies, Provider, Rule
 from arbstr.config.schema import DatabaseSettings, FileConfig, ModelRateSection, ProviderSection
 from arbstr.config.secrets import ENV_REF, convention_env_name, expand
+from arbstr.config.tiering import resolve_model_info, resolve_tiers
 from arbstr.errors import ConfigError
 from arbstr.money import Rates
 from arbstr.urls import parse_http_url
@@ -235,6 +236,7 @@ def config_from_data(
                 discover_interval_s=ps.discover_interval_s,
                 balance_interval_s=ps.balance_interval_s,
                 apis=apis,
+                model_info=resolve_model_info(ps.model_info),
             )
         )
 
@@ -275,6 +277,7 @@ def config_from_data(
         policies=policies,
         db_path=fc.database.path,
         warnings=tuple(warnings),
+        tiers=resolve_tiers(fc.tiers, fail),
     )
 
 

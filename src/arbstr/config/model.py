@@ -26,6 +26,17 @@ class ModelInfo:
     max_completion_tokens: int | None = None  # top_provider.max_completion_tokens
     input_modalities: tuple[str, ...] = ()  # architecture.input_modalities
     canonical_slug: str | None = None  # another id the node serves this model under
+    tools: bool | None = None  # whether it takes tool definitions (None: not known)
+
+    def overlaid(self, over: ModelInfo) -> ModelInfo:
+        """This (discovered) info with what ``over`` (the config's) gives taking precedence."""
+        return replace(
+            self,
+            context_length=over.context_length or self.context_length,
+            max_completion_tokens=over.max_completion_tokens or self.max_completion_tokens,
+            input_modalities=over.input_modalities or self.input_modalities,
+            tools=self.tools if over.tools is None else over.tools,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,15 @@ class Policies:
     has_keywords: bool
 
 
+TIER_NAMES = ("economy", "standard", "frontier")  # cheapest first
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str  # one of TIER_NAMES
+    models: tuple[str, ...]  # as configured (ids or aliases)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from, or a description like "<mock>"
@@ -120,6 +140,7 @@ class Config:
     policies: Policies
     db_path: str | None
     warnings: tuple[str, ...] = ()
+    tiers: tuple[Tier, ...] = ()  # configured [[tiers]], cheapest first
 
     def with_listen(self, listen: str) -> Config:
         parse_listen(listen, where="--listen")

@@ -83,6 +83,15 @@ class ModelRateSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     cache_write_rate: NonNeg | None = None
 
 
+class ModelInfoSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What the config says of one model's limits (over what discovery found)."""
+
+    context_length: Annotated[int, Meta(gt=0)] | None = None
+    max_completion_tokens: Annotated[int, Meta(gt=0)] | None = None
+    input_modalities: list[Annotated[str, Meta(min_length=1)]] | None = None
+    tools: bool | None = None
+
+
 class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     name: Name
     url: Annotated[str, Meta(min_length=1)]
@@ -98,6 +107,7 @@ class ProviderSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     balance_interval_s: NonNeg = 300.0  # GET /balance/info this often (with a key); 0: never
     model_rates: dict[str, ModelRateSection] = {}
     apis: list[str] | None = None  # the client APIs it serves (checked by the loader); None: all
+    model_info: dict[str, ModelInfoSection] = {}
 
 
 class RuleSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -114,9 +124,15 @@ class PoliciesSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     rules: list[RuleSection] = []
 
 
+class TierSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: str  # economy | standard | frontier (checked by the loader)
+    models: list[ModelName] = []
+
+
 class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     retry: RetrySettings = RetrySettings()
     providers: list[ProviderSection] = []
     policies: PoliciesSection = PoliciesSection()
+    tiers: list[TierSection] = []

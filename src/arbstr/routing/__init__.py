@@ -13,10 +13,12 @@ from arbstr.routing.pricing import (
     estimate_output_tokens,
 )
 from arbstr.routing.retry import Fail, Failure, Fallback, Retry, decide
-from arbstr.routing.router import AUTO_MODELS, Candidate, Route, route
+from arbstr.routing.router import AUTO_MODELS, TIER_MODELS, Candidate, Route, chosen_tier, route
+from arbstr.routing.tiers import TierMap, tier_map
 
 __all__ = [
     "AUTO_MODELS",
+    "TIER_MODELS",
     "Candidate",
     "Fail",
     "Failure",
@@ -25,6 +27,8 @@ __all__ = [
     "HealthBoard",
     "Retry",
     "Route",
+    "TierMap",
+    "chosen_tier",
     "cost_msats",
     "decide",
     "estimate_cost",
@@ -34,4 +38,5 @@ __all__ = [
     "reservation_msats",
     "route",
     "select_policy",
+    "tier_map",
 ]

@@ -66,11 +66,13 @@ def apply_prices(
     info: Mapping[str, ModelInfo] | None = None,
 ) -> Provider:
     """The provider as routing should see it: discovered per-model prices and metadata, with
-    the config's own ``model_rates`` as overrides (one keyed by an alias applies to the model it
-    names). A configured ``models`` list still restricts the models; without one, the
-    discovered models are what the provider serves."""
+    the config's own ``model_rates`` and ``model_info`` as overrides (a rate keyed by an alias
+    applies to the model it names). A configured ``models`` list still restricts the models;
+    without one, the discovered models are what the provider serves."""
     merged = {**discovered, **base.model_rates}
     model_info = dict(info or {})
+    for model, own in base.model_info.items():  # the config's limits over the node's
+        model_info[model] = model_info[model].overlaid(own) if model in model_info else own
     if base.models is not None:
         p = replace(base, model_rates=merged, model_info=model_info)
     else:

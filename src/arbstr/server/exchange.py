@@ -31,6 +31,8 @@ class Exchange:
     api: ApiName = "chat"
     model: str = ""
     policy: str | None = None
+    tier: str | None = None  # the tier routed within, when one applied
+    complexity: float | None = None  # the scorer's score of the request, when scored
     streaming: bool = False
     est_input_tokens: int = 0
     est_output_tokens: int = 0
@@ -53,6 +55,8 @@ class Exchange:
             h.append((b"x-arbstr-model", header_value(self.model)))
         if self.policy is not None:
             h.append((b"x-arbstr-policy", self.policy.encode()))
+        if self.tier is not None:
+            h.append((b"x-arbstr-tier", self.tier.encode()))
         retries = self.attempts.header()
         if retries is not None:
             h.append((b"x-arbstr-retries", retries.encode()))

@@ -125,6 +125,8 @@ def record_of(ex: Exchange, o: Outcome, redact: Redactor) -> RequestRecord:
         possibly_billed_msats=o.possibly_billed_msats,
         computed_cost_msats=None if charge is None else charge.computed_msats,
         api=ex.api,
+        tier=ex.tier,
+        complexity=ex.complexity,
     )
 
 

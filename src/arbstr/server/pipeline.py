@@ -21,11 +21,14 @@ from arbstr.config import Provider
 from arbstr.errors import ArbstrError, AuthError, InternalError, InvalidRequest, MethodNotAllowed
 from arbstr.routing import (
     Candidate,
+    TierMap,
+    chosen_tier,
     estimate_input_tokens,
     estimate_output_tokens,
     reservation_for,
     route,
     select_policy,
+    tier_map,
 )
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
@@ -76,6 +79,7 @@ class ApiHandler(HotPaths):
         self.trailer = api.name == "chat"
         self._served_from: Sequence[Provider] | None = None
         self._served: Sequence[Provider] = ()
+        self._tiers: TierMap = tier_map(gw.config.tiers, ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(new_request_id(), time.perf_counter(), iso_now(), self.api.name)
@@ -136,14 +140,19 @@ class ApiHandler(HotPaths):
         ok = [p for p in providers if name in p.apis or (via is not None and via in p.apis)]
         self._served = providers if len(ok) == len(providers) else tuple(ok)
         self._served_from = providers
+        # each listed model's tier, placed by price: once per price refresh
+        self._tiers = tier_map(self.gw.config.tiers, self._served)
 
     async def _prepare(self, scope: Scope, receive: Receive, ex: Exchange) -> Prepared:
         gw = self.gw
         policy_header: str | None = None
+        tier_header: str | None = None
         content_length: int | None = None
         for k, v in scope["headers"]:
             if k == b"x-arbstr-policy":
                 policy_header = v.decode("latin-1")
+            elif k == b"x-arbstr-tier":
+                tier_header = v.decode("latin-1").strip().lower()
             elif k == b"content-length":
                 try:
                     content_length = int(v)
@@ -173,6 +182,9 @@ class ApiHandler(HotPaths):
         providers = gw.prices.providers
         if providers is not self._served_from:
             self._serve(providers)
+        scored_tier, ex.complexity = self._scored(req)
+        images, tools = self._features(req)
+        tier = chosen_tier(req.model, tier_header, scored_tier)
         r = route(
             self._served,
             rule,
@@ -181,13 +193,33 @@ class ApiHandler(HotPaths):
             out_tokens,
             gw.health.latency_ms,
             affords,
+            tier=tier,
+            tiers=self._tiers,
+            max_tokens=req.max_tokens,
+            images=images,
+            tools=tools,
         )
+        ex.tier = r.tier
+        if r.reason is not None:
+            log.info("tier: %s", r.reason, extra=rid(ex))
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
         extra = _forwarded(scope, self._forward) if self._forward else b""
         return Prepared(
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, reserve, extra
         )
+
+    # GLUE POINTS (lead): the complexity scorer and ApiRequest.features plug in here.
+
+    def _scored(self, req: ApiRequest) -> tuple[str | None, float | None]:
+        """The scorer's tier name for ``req`` (None: plain ``auto`` over the policy's
+        allowed_models) and its score (logged as ``complexity``). Not scored yet."""
+        return None, None
+
+    def _features(self, req: ApiRequest) -> tuple[int, int]:
+        """How many image parts and tool definitions ``req`` has (for the fit rules). Not
+        counted yet: 0, 0."""
+        return 0, 0
 
     def translated(self, c: Candidate) -> bool:
         """Whether ``c`` serves this API only through its translation."""

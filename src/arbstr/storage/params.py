@@ -23,7 +23,7 @@ RANGES: dict[str, timedelta] = {
     "last_30d": timedelta(days=30),
 }
 DEFAULT_RANGE = "last_7d"
-GROUP_BY = ("model", "provider", "policy", "api")
+GROUP_BY = ("model", "provider", "policy", "api", "tier")
 SORTS = ("timestamp", "cost_sats", "latency_ms")
 ORDERS = ("asc", "desc")
 MAX_PER_PAGE = 100
@@ -31,7 +31,7 @@ DEFAULT_PER_PAGE = 20
 MAX_PAGE = 10**9
 NO_KEY = "(none)"  # the group of rows whose provider/policy is unknown (failed before routing)
 
-_FILTER_PARAMS = ("range", "since", "until", "model", "provider", "policy", "api")
+_FILTER_PARAMS = ("range", "since", "until", "model", "provider", "policy", "api", "tier")
 STATS_PARAMS = (*_FILTER_PARAMS, "group_by")
 REQUESTS_PARAMS = (
     *_FILTER_PARAMS,
@@ -62,6 +62,7 @@ class Filters:
     policy: str | None = None
     success: bool | None = None
     api: str | None = None
+    tier: str | None = None
     streaming: bool | None = None
 
     def where(self) -> tuple[str, list[object]]:
@@ -73,7 +74,7 @@ class Filters:
         if self.until is not None:
             clauses.append("timestamp <= ?")
             args.append(self.until)
-        for column in ("model", "provider", "policy", "api"):
+        for column in ("model", "provider", "policy", "api", "tier"):
             value = getattr(self, column)
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -204,6 +205,7 @@ def _filters(params: Mapping[str, str], now: datetime | None, default_range: str
         provider=params.get("provider"),
         policy=params.get("policy"),
         api=params.get("api"),
+        tier=params.get("tier"),
         success=_bool(params, "success"),
         streaming=_bool(params, "streaming"),
     )

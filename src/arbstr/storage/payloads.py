@@ -100,6 +100,8 @@ class RequestRow(msgspec.Struct):
     provider: str | None
     policy: str | None
     api: str
+    tier: str | None
+    complexity: float | None
     streaming: bool
     success: bool
     tokens: Tokens

@@ -13,6 +13,7 @@ typed answers of :mod:`arbstr.storage.payloads` (parameters: :mod:`arbstr.storag
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,7 +157,7 @@ _REQUEST_COLUMNS = """
     id, request_id, timestamp, model, provider, policy, streaming, success, input_tokens,
     output_tokens, cost_sats, computed_cost_sats, provider_cost_sats, possibly_billed_sats,
     latency_ms,
-    stream_duration_ms, error_status, error_message, api
+    stream_duration_ms, error_status, error_message, api, tier, complexity
 """
 
 
@@ -181,6 +182,8 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         err_status,
         err_message,
         api,
+        tier,
+        complexity,
     ) = row
     ok = bool(success)
     return RequestRow(
@@ -191,6 +194,8 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         provider=provider,
         policy=policy,
         api=api,
+        tier=tier if isinstance(tier, str) else None,
+        complexity=_score(complexity),
         streaming=bool(streaming),
         success=ok,
         tokens=Tokens(stored_tokens(tokens_in), stored_tokens(tokens_out)),
@@ -198,6 +203,12 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         timing=Timing(stored_int(latency), stored_int(duration)),
         error=None if ok else RowError(stored_int(err_status), err_message),
     )
+
+
+def _score(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _cost(cost: object, computed: object, provider: object, possibly_billed: object) -> Cost:
@@ -275,6 +286,8 @@ _UPGRADED_COLUMNS = (
     (3, "computed_cost_sats", "cost_sats"),
     (3, "cost_sats", "COALESCE(provider_cost_sats, cost_sats)"),
     (4, "api", "'chat'"),
+    (5, "tier", "NULL"),
+    (5, "complexity", "NULL"),
 )
 
 

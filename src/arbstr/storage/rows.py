@@ -29,8 +29,9 @@ INSERT_REQUEST = """
 INSERT OR IGNORE INTO requests (
     request_id, timestamp, model, provider, policy, streaming, input_tokens, output_tokens,
     cost_sats, provider_cost_sats, latency_ms, ttft_ms, stream_duration_ms, success,
-    error_status, error_message, attempts, possibly_billed_sats, computed_cost_sats, api
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    error_status, error_message, attempts, possibly_billed_sats, computed_cost_sats, api,
+    tier, complexity
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 Row = tuple[object, ...]
@@ -98,7 +99,16 @@ def record_row(r: RequestRecord) -> Row:
         sats_column(r.possibly_billed_msats),
         sats_column(r.computed_cost_msats),
         text(r.api) or "chat",
+        text(r.tier),
+        _finite(r.complexity),
     )
+
+
+def _finite(value: object) -> float | None:
+    """A finite float (a score), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 # -- stored values -> answers ---------------------------------------------------------------
