@@ -322,7 +322,12 @@ async def test_start_mock_providers_and_config(mock_providers: list[MockProvider
         assert p.url.endswith("/v1")
 
     config = mock_config_data(mock_providers)
-    assert set(config) == {"providers", "policies"}
+    assert set(config) == {"providers", "policies", "tiers"}
+    assert [(t["name"], t["models"]) for t in config["tiers"]] == [
+        ("economy", ["gpt-4o-mini"]),
+        ("standard", ["gpt-4o"]),
+        ("frontier", ["claude-3.5-sonnet"]),
+    ]
     for entry, p in zip(config["providers"], mock_providers, strict=True):
         assert entry == {
             "name": p.spec.name,

@@ -22,6 +22,11 @@ class MockSpec:
 
 
 MOCK_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3.5-sonnet")
+MOCK_TIERS = (
+    ("economy", ("gpt-4o-mini",)),
+    ("standard", ("gpt-4o",)),
+    ("frontier", ("claude-3.5-sonnet",)),
+)
 
 # mock-alpha is cheaper than mock-beta on every rate, hence for every model and request.
 DEFAULT_MOCKS: tuple[MockSpec, ...] = (
@@ -65,4 +70,10 @@ def mock_config_data(providers: Sequence[MockProvider]) -> dict[str, Any]:
             for p in providers
         ],
         "policies": {"default_strategy": "lowest_cost", "rules": rules},
+        # the mock's models cost the same; tiers say what they stand for
+        "tiers": [
+            {"name": name, "models": [m for m in tier_models if m in models]}
+            for name, tier_models in MOCK_TIERS
+            if any(m in models for m in tier_models)
+        ],
     }
