@@ -20,9 +20,9 @@ from arbstr.upstream.usage import Usage
 
 __all__ = [
     "ALL_APIS",
+    "NO_FEATURES",
     "Api",
     "ApiName",
-    "NO_FEATURES",
     "ApiRequest",
     "RequestFeatures",
     "ResponseFormat",

@@ -14,7 +14,7 @@ import msgspec
 
 from arbstr.apis.base import ApiName, ApiRequest, RequestFeatures, Translator
 from arbstr.apis.chat import check_model
-from arbstr.apis.features import first_byte, count_items, response_format, tool_choice_required
+from arbstr.apis.features import count_items, first_byte, response_format, tool_choice_required
 from arbstr.apis.usage_fields import (
     Where,
     as_object,

@@ -41,6 +41,9 @@ class ComplexitySettings:
     frontier_from: float = DEFAULT_FRONTIER_FROM
 
 
+DEFAULT_COMPLEXITY = ComplexitySettings()
+
+
 def resolve_complexity(
     section: ComplexitySection, fail: Callable[[str, str], ConfigError]
 ) -> ComplexitySettings:
