@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbstr.apis.base import Api, ApiRequest
+from arbstr.apis.base import Api, ApiRequest, RequestFeatures
 from arbstr.apis.count_tokens import COUNT_TOKENS, estimate
 from arbstr.apis.messages import MESSAGES, MessagesReader
 from arbstr.errors import InvalidRequest
@@ -36,6 +36,7 @@ def test_a_simple_request() -> None:
         text_chars=len("sys") + len("hello"),
         last_user_text="hello",
         max_tokens=100,
+        features=RequestFeatures(turns=1, system_text="sys"),
     )
     assert MESSAGES.accepts_x_api_key is True
     assert MESSAGES.forward_headers == ("anthropic-version", "anthropic-beta")

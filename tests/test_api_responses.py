@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbstr.apis.base import Api, ApiRequest
+from arbstr.apis.base import Api, ApiRequest, RequestFeatures
 from arbstr.apis.responses import RESPONSES, ResponsesReader
 from arbstr.errors import InvalidRequest
 from arbstr.upstream.usage import NotACompletion, Usage
@@ -33,6 +33,7 @@ def test_string_input() -> None:
         text_chars=len("hello") + len("be brief"),
         last_user_text="hello",
         max_tokens=None,
+        features=RequestFeatures(turns=1, system_text="be brief"),
     )
 
 

@@ -200,9 +200,11 @@ async def test_auto_model_picks_cheapest_allowed_and_rewrites_body(
     assert headers["x-arbstr-provider"] == "beta"
     sent = fake_upstream.last_request.json
     assert sent["model"] == "small" and sent["extra"] == 1
-    status, _, body = await post(proxy, {**HI, "model": "auto"})
-    assert status == 400  # default policy has no allowed_models
-    assert_openai_error(body)
+    # the default policy names no models: auto routes by the request's tier (a short "hi"
+    # is economy: the cheapest third of the listed models by price)
+    status, headers, _ = await post(proxy, {**HI, "model": "auto"})
+    assert status == 200
+    assert headers["x-arbstr-tier"] == "economy" and headers["x-arbstr-model"] == "small"
 
 
 async def test_max_sats_per_1k_output_drops_expensive_providers(

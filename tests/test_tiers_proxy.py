@@ -12,8 +12,6 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from arbstr.apis.base import ApiRequest
-from arbstr.server.pipeline import ApiHandler
 from arbstr.storage import Store
 from fake_upstream import Completion, FakeUpstream, Reply
 from harness import ProxyThread, make_config, provider
@@ -124,19 +122,26 @@ async def test_an_image_to_a_text_only_model_is_unsupported_input(
     fake_upstream: FakeUpstream,
     beta: FakeUpstream,
     proxies: list[ProxyThread],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def one_image(self: ApiHandler, req: ApiRequest) -> tuple[int, int]:
-        return 1, 0
-
-    monkeypatch.setattr(ApiHandler, "_features", one_image)
     proxy = start(proxies, fake_upstream, beta)
-    status, _, body = await post(proxy, chat("tiny"))
+    image = {
+        "model": "tiny",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ],
+    }
+    status, _, body = await post(proxy, image)
     assert status == 400 and body["error"]["code"] == "unsupported_input"
     assert "'tiny'" in body["error"]["message"]
     assert fake_upstream.requests == []
-    status, headers, _ = await post(proxy, chat("arbstr/economy"))
-    assert status == 200 and headers["x-arbstr-model"] == "small"
+    status, headers, _ = await post(proxy, {**image, "model": "arbstr/economy"})
+    assert status == 200 and headers["x-arbstr-model"] == "small"  # (small takes images)
 
 
 async def test_fallback_inside_the_tier_names_the_answering_model(

@@ -11,20 +11,45 @@ stream), and shape its errors. Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+import msgspec
 
 from arbstr.apinames import ALL_APIS, ApiName
 from arbstr.upstream.usage import Usage
 
 __all__ = [
     "ALL_APIS",
+    "NO_FEATURES",
     "Api",
     "ApiName",
     "ApiRequest",
+    "RequestFeatures",
+    "ResponseFormat",
     "StreamReader",
     "StreamTranslator",
     "Translator",
 ]
+
+
+ResponseFormat = Literal["json_object", "json_schema"]
+
+
+class RequestFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """The shape of a request the complexity scorer reads, counted by each API's parser in its
+    one decode pass (0 / None / False: absent, or an API that has no such thing). A msgspec
+    Struct, not a frozen dataclass: built on every request, ten times faster."""
+
+    turns: int = 0  # messages (chat, Messages) or input items (Responses)
+    tools: int = 0  # tools offered
+    tool_results: int = 0  # tool / tool_result messages or function_call_output items
+    images: int = 0  # image parts
+    response_format: ResponseFormat | None = None  # structured output asked for
+    tool_choice_required: bool = False  # the model must call a tool (some or a named one)
+    system_text: str | None = None  # the (last) system / instructions text, by reference
+
+
+NO_FEATURES = RequestFeatures()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +67,7 @@ class ApiRequest:
     stream_options_given: bool = False
     # False: the answer has no output tokens (embeddings), so none are estimated
     estimate_output: bool = True
+    features: RequestFeatures = NO_FEATURES
 
 
 class StreamReader(Protocol):

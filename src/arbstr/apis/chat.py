@@ -11,15 +11,17 @@ from typing import Any
 import msgspec
 
 from arbstr.apinames import ApiName
-from arbstr.apis.base import ApiRequest, Translator
+from arbstr.apis.base import ApiRequest, RequestFeatures, Translator
+from arbstr.apis.features import count_items, response_format, tool_choice_required
 from arbstr.apis.openai import OpenAIChunkReader, openai_error, openai_stream_error
 from arbstr.errors import InvalidRequest
-from arbstr.upstream.usage import completion_usage
+from arbstr.upstream.usage import ABSENT, completion_usage
 
 MAX_MODEL_CHARS = 256
 
 
 class ContentPart(msgspec.Struct):
+    type: str | None = None
     text: str | None = None  # text parts; image and audio parts have none
 
 
@@ -39,6 +41,10 @@ class ChatView(msgspec.Struct):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
+    # read only when present (for the complexity features); forwarded untouched
+    tools: msgspec.Raw = ABSENT
+    tool_choice: msgspec.Raw = ABSENT
+    response_format: msgspec.Raw = ABSENT
 
 
 ChatRequest = ApiRequest  # (the name the chat code has always used)
@@ -86,14 +92,38 @@ def parse_chat(body: bytes) -> ChatRequest:
     check_model(view.model)
     if view.messages is msgspec.UNSET or not view.messages:
         raise InvalidRequest("'messages' must be a non-empty array", code="missing_messages")
-    chars = 0
+    chars = images = tool_results = 0
     last_user: str | None = None
+    system: str | None = None
     for m in view.messages:
-        text = text_of(m.content)
+        content = m.content
+        if isinstance(content, str):
+            text = content
+        elif content is None:
+            text = ""
+        else:
+            text = "".join([p.text for p in content if p.text])
+            for p in content:
+                if p.type == "image_url":
+                    images += 1
         chars += len(text)
-        if m.role == "user":
+        role = m.role
+        if role == "user":
             last_user = text
+        elif role == "tool" or role == "function":
+            tool_results += 1
+        elif role == "system" or role == "developer":
+            system = text
     so = view.stream_options
+    features = RequestFeatures(
+        turns=len(view.messages),
+        tools=count_items(view.tools) if view.tools else 0,
+        tool_results=tool_results,
+        images=images,
+        response_format=response_format(view.response_format) if view.response_format else None,
+        tool_choice_required=bool(view.tool_choice) and tool_choice_required(view.tool_choice),
+        system_text=system,
+    )
     return ApiRequest(
         api="chat",
         model=view.model,
@@ -103,6 +133,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         max_tokens=view.max_completion_tokens or view.max_tokens,
         client_wants_usage=isinstance(so, StreamOptions) and so.include_usage is True,
         stream_options_given=so is not msgspec.UNSET,
+        features=features,
     )
 
 

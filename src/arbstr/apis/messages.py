@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 
-from arbstr.apis.base import ApiName, ApiRequest, Translator
+from arbstr.apis.base import ApiName, ApiRequest, RequestFeatures, Translator
 from arbstr.apis.chat import check_model
+from arbstr.apis.features import count_items, response_format, tool_choice_required
 from arbstr.apis.translate.via_chat import MESSAGES_VIA_CHAT
 from arbstr.apis.usage_fields import Where, count, ignored, reported_cost, total, usage_object
 from arbstr.errors import InvalidRequest
@@ -43,6 +44,8 @@ class _View(msgspec.Struct):
     messages: list[_Message] | msgspec.UnsetType = msgspec.UNSET
     stream: bool | None = None
     tools: msgspec.Raw = ABSENT
+    tool_choice: msgspec.Raw = ABSENT  # {"type": "auto" | "any" | "tool" | "none"}
+    output_format: msgspec.Raw = ABSENT  # structured outputs: {"type": "json_schema", ...}
 
 
 _view_decoder = msgspec.json.Decoder(_View)
@@ -109,12 +112,30 @@ def parse_messages(body: bytes, *, need_max_tokens: bool = True) -> ApiRequest:
         raise InvalidRequest("messages: at least one message is required", code="missing_messages")
     chars = _raw_chars(view.tools) + _content_chars(view.system)
     last_user: str | None = None
+    images = tool_results = 0
     for m in view.messages:
-        chars += _content_chars(m.content)
+        content = m.content
+        chars += _content_chars(content)
         if m.role == "user":
-            text = _text(m.content)
+            text = _text(content)
             if text:  # a turn of only tool results is not what the user asked
                 last_user = text
+        if isinstance(content, list):
+            for b in content:
+                if b.type == "image":
+                    images += 1
+                elif b.type == "tool_result":
+                    tool_results += 1
+    system = view.system
+    features = RequestFeatures(
+        turns=len(view.messages),
+        tools=count_items(view.tools),
+        tool_results=tool_results,
+        images=images,
+        response_format=response_format(view.output_format),
+        tool_choice_required=tool_choice_required(view.tool_choice),
+        system_text=system if isinstance(system, str) else (_text(system) or None),
+    )
     return ApiRequest(
         api="messages",
         model=view.model,
@@ -122,6 +143,7 @@ def parse_messages(body: bytes, *, need_max_tokens: bool = True) -> ApiRequest:
         text_chars=chars,
         last_user_text=last_user,
         max_tokens=max_tokens,
+        features=features,
     )
 
 

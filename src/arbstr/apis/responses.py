@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 
-from arbstr.apis.base import ApiName, ApiRequest, Translator
+from arbstr.apis.base import ApiName, ApiRequest, RequestFeatures, Translator
 from arbstr.apis.chat import check_model
+from arbstr.apis.features import count_items, first_byte, response_format, tool_choice_required
 from arbstr.apis.usage_fields import (
     Where,
     as_object,
@@ -30,6 +31,7 @@ _decode_any = msgspec.json.Decoder().decode
 
 
 class _Part(msgspec.Struct):
+    type: str | None = None
     text: str | None = None  # input_text / output_text parts; input_image has none
 
 
@@ -48,9 +50,16 @@ class _View(msgspec.Struct):
     max_output_tokens: int | None = None
     stream: bool | None = None
     tools: msgspec.Raw = ABSENT
+    tool_choice: msgspec.Raw = ABSENT
+    text: msgspec.Raw = ABSENT  # {"format": {"type": "json_schema", ...}}
+
+
+class _TextOptions(msgspec.Struct):
+    format: msgspec.Raw = ABSENT
 
 
 _view_decoder = msgspec.json.Decoder(_View)
+_text_options_decoder = msgspec.json.Decoder(_TextOptions)
 _content_decoder = msgspec.json.Decoder(str | list[_Part] | None)
 
 
@@ -62,13 +71,17 @@ def _parts_text(content: str | list[_Part] | None) -> str:
     return "".join(p.text for p in content if p.text)
 
 
-def _message_text(item: _Item, where: str) -> str:
+def _message_text(item: _Item, where: str) -> tuple[str, int]:
+    """A message item's text and its number of image parts."""
     if not item.content:
-        return ""
+        return "", 0
     try:
-        return _parts_text(_content_decoder.decode(item.content))
+        content = _content_decoder.decode(item.content)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"invalid {where}.content: {exc}", code="invalid_request") from None
+    if isinstance(content, list):
+        return _parts_text(content), sum(1 for p in content if p.type == "input_image")
+    return _parts_text(content), 0
 
 
 def _loose_chars(raw: msgspec.Raw) -> int:
@@ -81,21 +94,40 @@ def _loose_chars(raw: msgspec.Raw) -> int:
         return len(raw)
 
 
-def _items_text(items: list[_Item], where: str) -> tuple[int, str | None]:
-    """(characters of text, the last user message's text) of a list of input items."""
-    chars = 0
-    last_user: str | None = None
-    for i, item in enumerate(items):
-        if item.type is None or item.type == "message":
-            text = _message_text(item, f"{where}[{i}]")
-            chars += len(text)
-            if item.role == "user":
-                last_user = text
-        elif item.type == "function_call":
-            chars += _loose_chars(item.arguments)
-        elif item.type == "function_call_output":
-            chars += _loose_chars(item.output)
-    return chars, last_user
+class _Items:
+    """What a list of input items holds: characters of text, the last user and system texts,
+    image parts and tool outputs."""
+
+    __slots__ = ("chars", "images", "last_system", "last_user", "tool_results")
+
+    def __init__(self, items: list[_Item], where: str) -> None:
+        self.chars = self.images = self.tool_results = 0
+        self.last_user: str | None = None
+        self.last_system: str | None = None
+        for i, item in enumerate(items):
+            if item.type is None or item.type == "message":
+                text, images = _message_text(item, f"{where}[{i}]")
+                self.chars += len(text)
+                self.images += images
+                if item.role == "user":
+                    self.last_user = text
+                elif item.role == "system" or item.role == "developer":
+                    self.last_system = text
+            elif item.type == "function_call":
+                self.chars += _loose_chars(item.arguments)
+            elif item.type == "function_call_output" or item.type == "custom_tool_call_output":
+                self.chars += _loose_chars(item.output)
+                self.tool_results += 1
+
+
+def _text_format(raw: msgspec.Raw) -> msgspec.Raw:
+    """``text.format`` of a Responses body (absent when ``text`` is not such an object)."""
+    if not raw or first_byte(raw) != 0x7B:
+        return ABSENT
+    try:
+        return _text_options_decoder.decode(raw).format
+    except msgspec.DecodeError:
+        return ABSENT
 
 
 def parse_responses(body: bytes) -> ApiRequest:
@@ -113,16 +145,33 @@ def parse_responses(body: bytes) -> ApiRequest:
     check_model(view.model)
     chars = len(view.tools) if view.tools and view.tools != b"null" else 0
     last_user: str | None = None
+    system: str | None = None
+    turns = images = tool_results = 0
     if isinstance(view.input, str):
         chars += len(view.input)
         last_user = view.input
+        turns = 1
     elif view.input is not None:
-        n, last_user = _items_text(view.input, "input")
-        chars += n
+        items = _Items(view.input, "input")
+        chars += items.chars
+        last_user, system = items.last_user, items.last_system
+        turns, images, tool_results = len(view.input), items.images, items.tool_results
     if isinstance(view.instructions, str):
         chars += len(view.instructions)
+        system = view.instructions
     elif view.instructions is not None:
-        chars += _items_text(view.instructions, "instructions")[0]
+        instructions = _Items(view.instructions, "instructions")
+        chars += instructions.chars
+        system = instructions.last_system or instructions.last_user
+    features = RequestFeatures(
+        turns=turns,
+        tools=count_items(view.tools),
+        tool_results=tool_results,
+        images=images,
+        response_format=response_format(_text_format(view.text)),
+        tool_choice_required=tool_choice_required(view.tool_choice),
+        system_text=system,
+    )
     return ApiRequest(
         api="responses",
         model=view.model,
@@ -130,6 +179,7 @@ def parse_responses(body: bytes) -> ApiRequest:
         text_chars=chars,
         last_user_text=last_user,
         max_tokens=view.max_output_tokens,
+        features=features,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from arbstr.apinames import ALL_APIS, ApiName
+from arbstr.config.complexity import resolve_complexity
 from arbstr.config.listen import parse_listen
 from arbstr.config.model import Config, Policies, Provider, Rule
 from arbstr.config.schema import DatabaseSettings, FileConfig, ModelRateSection, ProviderSection
@@ -53,6 +54,8 @@ def _msgspec_error(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str
 
 def _name_model_rates_key(path: str, data: Mapping[str, Any]) -> str:
     """msgspec spells a dict key as ``[...]``; name the ``model_rates`` entry at fault."""
+    if path == "complexity.weights[...]":
+        return _name_weight(data)
     m = re.match(r"providers\[(\d+)\]\.model_rates\[\.\.\.\]", path)
     if m is None:
         return path
@@ -66,6 +69,18 @@ def _name_model_rates_key(path: str, data: Mapping[str, Any]) -> str:
     except (KeyError, IndexError, TypeError, AttributeError):
         pass
     return path
+
+
+def _name_weight(data: Mapping[str, Any]) -> str:
+    """Name the ``[complexity] weights`` entry msgspec rejected (the first bad one)."""
+    try:
+        for name, weight in data["complexity"]["weights"].items():
+            ok = isinstance(weight, int | float) and not isinstance(weight, bool)
+            if not ok or not 0 <= weight <= 100:
+                return f"complexity.weights.{name}"
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return "complexity.weights"
 
 
 def _non_finite(value: Any, path: str) -> str | None:
@@ -278,6 +293,7 @@ def config_from_data(
         db_path=fc.database.path,
         warnings=tuple(warnings),
         tiers=resolve_tiers(fc.tiers, fail),
+        complexity=resolve_complexity(fc.complexity, fail),
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import msgspec
 
 from arbstr.apinames import ALL_APIS, ApiName
+from arbstr.config.complexity import DEFAULT_COMPLEXITY, ComplexitySettings
 from arbstr.config.listen import parse_listen
 from arbstr.config.schema import RetrySettings, ServerSettings, Strategy
 from arbstr.config.secrets import mask_secret
@@ -141,6 +142,7 @@ class Config:
     db_path: str | None
     warnings: tuple[str, ...] = ()
     tiers: tuple[Tier, ...] = ()  # configured [[tiers]], cheapest first
+    complexity: ComplexitySettings = DEFAULT_COMPLEXITY
 
     def with_listen(self, listen: str) -> Config:
         parse_listen(listen, where="--listen")

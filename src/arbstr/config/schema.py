@@ -129,6 +129,17 @@ class TierSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     models: list[ModelName] = []
 
 
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+
+
+class ComplexitySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``[complexity]``: weights of the scorer's signals (by name) and the tier thresholds."""
+
+    weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = {}
+    economy_below: Fraction = 0.35
+    frontier_from: Fraction = 0.70
+
+
 class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -136,3 +147,4 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     providers: list[ProviderSection] = []
     policies: PoliciesSection = PoliciesSection()
     tiers: list[TierSection] = []
+    complexity: ComplexitySection = ComplexitySection()

@@ -23,6 +23,12 @@ def header_value(text: str) -> bytes:
     return text.encode("utf-8", "replace")
 
 
+def complexity_header(ex: Exchange) -> bytes:
+    """``x-arbstr-complexity``: the score and its main reasons, e.g. ``0.62 (code, tools (12))``."""
+    reasons = f" ({', '.join(ex.complexity_reasons)})" if ex.complexity_reasons else ""
+    return header_value(f"{ex.complexity:.2f}{reasons}")
+
+
 @dataclass(slots=True)
 class Exchange:
     request_id: str
@@ -33,6 +39,7 @@ class Exchange:
     policy: str | None = None
     tier: str | None = None  # the tier routed within, when one applied
     complexity: float | None = None  # the scorer's score of the request, when scored
+    complexity_reasons: tuple[str, ...] = ()  # its main reasons, the largest first
     streaming: bool = False
     est_input_tokens: int = 0
     est_output_tokens: int = 0
@@ -57,6 +64,8 @@ class Exchange:
             h.append((b"x-arbstr-policy", self.policy.encode()))
         if self.tier is not None:
             h.append((b"x-arbstr-tier", self.tier.encode()))
+        if self.complexity is not None:
+            h.append((b"x-arbstr-complexity", complexity_header(self)))
         retries = self.attempts.header()
         if retries is not None:
             h.append((b"x-arbstr-retries", retries.encode()))

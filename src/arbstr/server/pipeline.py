@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 
 from arbstr.apinames import ApiName
 from arbstr.apis.base import Api, ApiRequest, Translator
-from arbstr.config import Provider
+from arbstr.config import Provider, Rule
 from arbstr.errors import ArbstrError, AuthError, InternalError, InvalidRequest, MethodNotAllowed
 from arbstr.routing import (
+    AUTO_MODELS,
     Candidate,
     TierMap,
     chosen_tier,
@@ -30,6 +31,7 @@ from arbstr.routing import (
     select_policy,
     tier_map,
 )
+from arbstr.routing.complexity import score
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.disconnect import DisconnectWatch
@@ -182,8 +184,8 @@ class ApiHandler(HotPaths):
         providers = gw.prices.providers
         if providers is not self._served_from:
             self._serve(providers)
-        scored_tier, ex.complexity = self._scored(req)
-        images, tools = self._features(req)
+        scored_tier = self._scored(req, ex, rule) if req.model in AUTO_MODELS else None
+        features = req.features
         tier = chosen_tier(req.model, tier_header, scored_tier)
         r = route(
             self._served,
@@ -196,8 +198,8 @@ class ApiHandler(HotPaths):
             tier=tier,
             tiers=self._tiers,
             max_tokens=req.max_tokens,
-            images=images,
-            tools=tools,
+            images=features.images,
+            tools=features.tools,
         )
         ex.tier = r.tier
         if r.reason is not None:
@@ -209,17 +211,15 @@ class ApiHandler(HotPaths):
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, reserve, extra
         )
 
-    # GLUE POINTS (lead): the complexity scorer and ApiRequest.features plug in here.
-
-    def _scored(self, req: ApiRequest) -> tuple[str | None, float | None]:
-        """The scorer's tier name for ``req`` (None: plain ``auto`` over the policy's
-        allowed_models) and its score (logged as ``complexity``). Not scored yet."""
-        return None, None
-
-    def _features(self, req: ApiRequest) -> tuple[int, int]:
-        """How many image parts and tool definitions ``req`` has (for the fit rules). Not
-        counted yet: 0, 0."""
-        return 0, 0
+    def _scored(self, req: ApiRequest, ex: Exchange, rule: Rule) -> str | None:
+        """Score an ``auto`` request (into ``ex``, for its headers and row) and say the tier
+        it routes within: the scored one, unless the policy names its models and no
+        ``[[tiers]]`` are configured (then ``auto`` is the cheapest of those, as always)."""
+        c = score(req, self.gw.config.complexity)
+        ex.complexity, ex.complexity_reasons = c.score, c.reasons
+        if self.gw.config.tiers or not rule.allowed_models:
+            return c.tier
+        return None
 
     def translated(self, c: Candidate) -> bool:
         """Whether ``c`` serves this API only through its translation."""
