@@ -185,8 +185,13 @@ def _messages(body: Json) -> list[Json]:
         elif role == "assistant":
             if (assistant := _assistant_message(content)) is not None:
                 out.append(assistant)
+        elif role == "system":
+            # not in Anthropic's documented API, but Claude Code sends one (last) at times;
+            # chat completions has the role, so it keeps its place
+            if text := _system_text(content):
+                out.append({"role": "system", "content": text})
         else:
-            raise _bad(f"message role must be 'user' or 'assistant', not {role!r}")
+            raise _bad(f"message role must be 'user', 'assistant' or 'system', not {role!r}")
     return out
 
 
