@@ -25,7 +25,7 @@ auth_token = "${ARBSTR_TOKEN}"
 name = "alpha"
 url = "https://alpha.example/v1"
 api_key = "${ALPHA_KEY}"
-models = ["gpt-4o", "claude-sonnet-4"]
+models = ["gpt-4o", "claude-sonnet-4", "claude-haiku-4"]
 """
 
 
@@ -135,7 +135,7 @@ def test_unset_token_var_and_unlisted_model_are_noted(config: Path) -> None:
     code, out, _ = run("openai", "-c", str(config), "-m", "gpt-5")
     assert code == 0
     assert "# ARBSTR_TOKEN is not set in this shell: export it before the client starts\n" in out
-    assert "lists the model 'gpt-5' (listed: claude-sonnet-4, gpt-4o)" in out
+    assert "lists the model 'gpt-5' (listed: claude-haiku-4, claude-sonnet-4, gpt-4o)" in out
 
 
 def test_bad_client_exits_2_with_the_list() -> None:
@@ -345,7 +345,9 @@ def test_the_default_model_is_one_the_providers_list_of_the_clients_family() -> 
     assert target_from_data(with_config, source="c", env={}, family="gpt").model == "gpt-9"
     # no config: serve --mock's models
     assert target_from_data({}, source="d", env={}, family="claude").model == "claude-3.5-sonnet"
-    tiered = target_from_data(with_config, source="c", env={}, family="claude", tiered=True)
+    two = target_from_data(with_config, source="c", env={}, family="claude", tiered=True)
+    assert (two.model, two.tiered) == ("b-1", False)  # two models cannot fill three tiers
+    tiered = target_from_data({}, source="c", env={}, family="claude", tiered=True)
     assert (tiered.model, tiered.small_model, tiered.notes) == ("arbstr/auto", "arbstr/economy", ())
     pinned = target_from_data(with_config, source="c", env={}, model="b-1", tiered=True)
     assert (pinned.model, pinned.tiered) == ("b-1", False)

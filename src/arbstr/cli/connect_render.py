@@ -74,7 +74,7 @@ def target_from_data(
     --mock``). Only the shape is checked: provider keys need not be set in this shell.
     Without ``model``, a model the providers list, preferring names that start with
     ``family`` (the client's own models: ``claude``, ``gpt``); with ``tiered`` (Claude Code's
-    model slots) ``arbstr/auto``, the slots mapped to tiers. Raises :class:`ConfigError`."""
+    model slots) and tiers to fill, ``arbstr/auto`` with the slots mapped to tiers. Raises :class:`ConfigError`."""
     try:
         fc = msgspec.convert(data, type=FileConfig)
     except msgspec.ValidationError as exc:
@@ -88,7 +88,9 @@ def target_from_data(
         from arbstr.mock.spec import MOCK_MODELS  # (lazily: the mock package brings aiohttp)
 
         served = frozenset(MOCK_MODELS)
-    tiered = tiered and model is None
+    # the slots map to tiers when each tier has a model: [[tiers]], models found by
+    # discovery, or at least three listed (a third each by price)
+    tiered = tiered and model is None and (served is None or bool(fc.tiers) or len(served) >= 3)
     if tiered:
         model = "arbstr/auto"
         small_model = small_model or "arbstr/economy"
