@@ -74,7 +74,8 @@ def target_from_data(
     --mock``). Only the shape is checked: provider keys need not be set in this shell.
     Without ``model``, a model the providers list, preferring names that start with
     ``family`` (the client's own models: ``claude``, ``gpt``); with ``tiered`` (Claude Code's
-    model slots) and tiers to fill, ``arbstr/auto`` with the slots mapped to tiers. Raises :class:`ConfigError`."""
+    model slots) and tiers to fill, ``arbstr/auto`` with the slots mapped to tiers.
+    Raises :class:`ConfigError`."""
     try:
         fc = msgspec.convert(data, type=FileConfig)
     except msgspec.ValidationError as exc:
