@@ -25,7 +25,7 @@ auth_token = "${ARBSTR_TOKEN}"
 name = "alpha"
 url = "https://alpha.example/v1"
 api_key = "${ALPHA_KEY}"
-models = ["gpt-4o", "claude-sonnet-4"]
+models = ["gpt-4o", "claude-sonnet-4", "claude-haiku-4"]
 """
 
 
@@ -64,12 +64,12 @@ def test_claude_code_with_the_token_in_an_env_var(config: Path, homes: dict[str,
         "# arbstr's auth_token is read from $ARBSTR_TOKEN (as " + str(config) + " does)\n"
         "# Claude Code: put these in your shell, or `arbstr connect claude-code --write`\n"
         "export ANTHROPIC_BASE_URL=http://127.0.0.1:9123\n"
-        "export ANTHROPIC_MODEL=claude-sonnet-4\n"
-        "export ANTHROPIC_DEFAULT_OPUS_MODEL=claude-sonnet-4\n"
-        "export ANTHROPIC_DEFAULT_SONNET_MODEL=claude-sonnet-4\n"
-        "export ANTHROPIC_DEFAULT_FABLE_MODEL=claude-sonnet-4\n"
-        "export ANTHROPIC_DEFAULT_HAIKU_MODEL=claude-sonnet-4\n"
-        "export ANTHROPIC_SMALL_FAST_MODEL=claude-sonnet-4\n"
+        "export ANTHROPIC_MODEL=arbstr/auto\n"
+        "export ANTHROPIC_DEFAULT_OPUS_MODEL=arbstr/frontier\n"
+        "export ANTHROPIC_DEFAULT_SONNET_MODEL=arbstr/standard\n"
+        "export ANTHROPIC_DEFAULT_FABLE_MODEL=arbstr/standard\n"
+        "export ANTHROPIC_DEFAULT_HAIKU_MODEL=arbstr/economy\n"
+        "export ANTHROPIC_SMALL_FAST_MODEL=arbstr/economy\n"
         "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n"
         'export ANTHROPIC_AUTH_TOKEN="$ARBSTR_TOKEN"\n'
     )
@@ -86,7 +86,8 @@ def test_claude_code_without_config_uses_the_default_listen_and_a_placeholder(
     assert "export ANTHROPIC_BASE_URL='http://[::1]:7000'\n" in out
     assert "export ANTHROPIC_AUTH_TOKEN=arbstr\n" in out
     assert "export ANTHROPIC_MODEL=gpt-4o\n" in out
-    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=gpt-4o\n" in out
+    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=gpt-4o\n" in out  # --model overrides all
+    assert "export ANTHROPIC_DEFAULT_OPUS_MODEL=gpt-4o\n" in out
 
 
 def test_a_literal_token_is_never_printed(tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ def test_unset_token_var_and_unlisted_model_are_noted(config: Path) -> None:
     code, out, _ = run("openai", "-c", str(config), "-m", "gpt-5")
     assert code == 0
     assert "# ARBSTR_TOKEN is not set in this shell: export it before the client starts\n" in out
-    assert "lists the model 'gpt-5' (listed: claude-sonnet-4, gpt-4o)" in out
+    assert "lists the model 'gpt-5' (listed: claude-haiku-4, claude-sonnet-4, gpt-4o)" in out
 
 
 def test_bad_client_exits_2_with_the_list() -> None:
@@ -201,7 +202,8 @@ def test_write_claude_settings_merges_keeps_and_backs_up(
     assert after["env"]["FOO"] == "bar"
     assert "ANTHROPIC_AUTH_TOKEN" not in after["env"]  # the helper supplies the token
     assert after["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9123"
-    assert after["env"]["ANTHROPIC_MODEL"] == "claude-sonnet-4"  # the config's claude model
+    assert after["env"]["ANTHROPIC_MODEL"] == "arbstr/auto"  # Claude Code's slots: the tiers
+    assert after["env"]["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "arbstr/economy"
     assert after["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert after["apiKeyHelper"] == 'printf %s "$ARBSTR_TOKEN"'
     assert SECRET not in settings.read_text(encoding="utf-8")
@@ -343,6 +345,12 @@ def test_the_default_model_is_one_the_providers_list_of_the_clients_family() -> 
     assert target_from_data(with_config, source="c", env={}, family="gpt").model == "gpt-9"
     # no config: serve --mock's models
     assert target_from_data({}, source="d", env={}, family="claude").model == "claude-3.5-sonnet"
+    two = target_from_data(with_config, source="c", env={}, family="claude", tiered=True)
+    assert (two.model, two.tiered) == ("b-1", False)  # two models cannot fill three tiers
+    tiered = target_from_data({}, source="c", env={}, family="claude", tiered=True)
+    assert (tiered.model, tiered.small_model, tiered.notes) == ("arbstr/auto", "arbstr/economy", ())
+    pinned = target_from_data(with_config, source="c", env={}, model="b-1", tiered=True)
+    assert (pinned.model, pinned.tiered) == ("b-1", False)
     assert target_from_data({}, source="d", env={}, family="gpt").model == "gpt-4o"
     # discovered models are not known offline: auto, with a note saying what it needs
     found = {"providers": [{"name": "n", "url": "http://x/v1", "discover": True}]}

@@ -85,6 +85,7 @@ class Arbstr:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = (root / "serve.log").open("w+", encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
+        self.config = config
         source = ["--mock"] if config is None else ["-c", str(config)]
         args = ["serve", *source, "--listen", f"127.0.0.1:{self.port}", "--db", "arbstr.db"]
         self.proc = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
@@ -184,8 +185,10 @@ def run_claude(server: Arbstr, tmp_path: Path) -> None:
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()
+    # connect reads the config the server runs (serve --mock: none), as a user would
+    config = [] if server.config is None else ["-c", str(server.config)]
     connect = arbstr(
-        "connect", "claude-code", "--listen", f"127.0.0.1:{server.port}",
+        "connect", "claude-code", "--listen", f"127.0.0.1:{server.port}", *config,
         cwd=work, env=clean_env(home),
     )  # fmt: skip
     settings = exports(connect)

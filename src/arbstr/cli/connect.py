@@ -87,6 +87,7 @@ def _target(
             model=model,
             small_model=small,
             family=family,
+            tiered=family == FAMILIES["claude-code"],
         )
         note = f"no {path}: the default listen address, as `arbstr serve --mock` uses"
         return replace(target, notes=(note, *target.notes))
@@ -106,6 +107,7 @@ def _target(
         model=model,
         small_model=small,
         family=family,
+        tiered=family == FAMILIES["claude-code"],
     )
 
 

@@ -15,7 +15,7 @@ from arbstr.config.listen import parse_listen
 from arbstr.config.schema import FileConfig
 from arbstr.config.secrets import ENV_REF
 from arbstr.errors import ConfigError
-from arbstr.routing.router import AUTO_MODELS
+from arbstr.routing.router import AUTO_MODELS, TIER_MODELS
 
 CLIENTS = ("claude-code", "codex", "openai")
 # the model names each client is made for, preferred when no --model is given
@@ -46,6 +46,7 @@ class Target:
     small_model: str
     source: str  # the config file, or a description when there is none
     notes: tuple[str, ...] = ()
+    tiered: bool = False  # the client's model slots map to the tier pseudo-models
 
 
 def client_host(host: str) -> str:
@@ -67,11 +68,14 @@ def target_from_data(
     model: str | None = None,
     small_model: str | None = None,
     family: str = "",
+    tiered: bool = False,
 ) -> Target:
     """The target for a config file's parsed TOML (``{}`` when there is none: ``serve
     --mock``). Only the shape is checked: provider keys need not be set in this shell.
     Without ``model``, a model the providers list, preferring names that start with
-    ``family`` (the client's own models: ``claude``, ``gpt``). Raises :class:`ConfigError`."""
+    ``family`` (the client's own models: ``claude``, ``gpt``); with ``tiered`` (Claude Code's
+    model slots) and tiers to fill, ``arbstr/auto`` with the slots mapped to tiers.
+    Raises :class:`ConfigError`."""
     try:
         fc = msgspec.convert(data, type=FileConfig)
     except msgspec.ValidationError as exc:
@@ -85,6 +89,12 @@ def target_from_data(
         from arbstr.mock.spec import MOCK_MODELS  # (lazily: the mock package brings aiohttp)
 
         served = frozenset(MOCK_MODELS)
+    # the slots map to tiers when each tier has a model: [[tiers]], models found by
+    # discovery, or at least three listed (a third each by price)
+    tiered = tiered and model is None and (served is None or bool(fc.tiers) or len(served) >= 3)
+    if tiered:
+        model = "arbstr/auto"
+        small_model = small_model or "arbstr/economy"
     if model is None:
         model = default_model(fc, served, family)
         if model in AUTO_MODELS:
@@ -93,7 +103,8 @@ def target_from_data(
             )
     small = small_model or model
     for name in dict.fromkeys((model, small)):
-        if served is not None and name not in served and name not in AUTO_MODELS:
+        pseudo = name in AUTO_MODELS or name in TIER_MODELS
+        if served is not None and name not in served and not pseudo:
             listed = ", ".join(sorted(served)) or "none"
             notes.append(f"no provider in {source} lists the model {name!r} (listed: {listed})")
     return Target(
@@ -103,6 +114,7 @@ def target_from_data(
         small_model=small,
         source=source,
         notes=tuple(notes),
+        tiered=tiered,
     )
 
 
@@ -182,12 +194,16 @@ def claude_env(target: Target) -> dict[str, str]:
     env = {"ANTHROPIC_BASE_URL": target.base_url}
     if target.token is None:
         env["ANTHROPIC_AUTH_TOKEN"] = PLACEHOLDER_KEY
+    # tiered: opus -> frontier, sonnet -> standard, haiku -> economy, the default -> auto
+    big, mid = (
+        ("arbstr/frontier", "arbstr/standard") if target.tiered else (target.model, target.model)
+    )
     env.update(
         {
             "ANTHROPIC_MODEL": target.model,
-            "ANTHROPIC_DEFAULT_OPUS_MODEL": target.model,
-            "ANTHROPIC_DEFAULT_SONNET_MODEL": target.model,
-            "ANTHROPIC_DEFAULT_FABLE_MODEL": target.model,
+            "ANTHROPIC_DEFAULT_OPUS_MODEL": big,
+            "ANTHROPIC_DEFAULT_SONNET_MODEL": mid,
+            "ANTHROPIC_DEFAULT_FABLE_MODEL": mid,
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": target.small_model,
             "ANTHROPIC_SMALL_FAST_MODEL": target.small_model,  # read by older versions
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",

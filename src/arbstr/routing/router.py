@@ -96,9 +96,13 @@ def candidates_for_model(
     return out
 
 
-def _allowed(c: Candidate, allowed: Sequence[str]) -> bool:
-    """``c`` serves one of ``allowed`` (named by its listed id or by an alias)."""
-    return c.model in allowed or any(c.provider.resolve(a) == c.model for a in allowed)
+def allowed(p: Provider, listed: str, names: Sequence[str]) -> bool:
+    """``p``'s ``listed`` model is one of ``names`` (named by its listed id or by an alias)."""
+    return listed in names or any(p.resolve(a) == listed for a in names)
+
+
+def _allowed(c: Candidate, names: Sequence[str]) -> bool:
+    return allowed(c.provider, c.model, names)
 
 
 def _fitting(found: Sequence[Candidate], needs: Needs) -> tuple[list[Candidate], Misfit | None]:

@@ -12,6 +12,7 @@ from arbstr.errors import AuthError, InternalError, MethodNotAllowed, NotFound
 from arbstr.server import admin, stats
 from arbstr.server.count_tokens import CountTokensHandler
 from arbstr.server.delivery import TrackedSend
+from arbstr.server.dryrun import RouteHandler
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Receive, Scope, Send, check_bearer, send_error
 from arbstr.server.pipeline import ApiHandler
@@ -43,13 +44,16 @@ class App:
         apis = tuple(apis)
         fallbacks = by_name(apis)
         handlers = {id(a): ApiHandler(gateway, a, fallbacks) for a in apis}
-        self.api_routes: dict[str, ApiHandler | CountTokensHandler] = {
+        self.api_routes: dict[str, ApiHandler | CountTokensHandler | RouteHandler] = {
             p: handlers[id(a)] for p, a in routes(apis).items()
         }
         if any(a.name == "messages" for a in apis):
             counter = CountTokensHandler(gateway)
             self.api_routes[COUNT_TOKENS.path] = counter
             self.api_routes[COUNT_TOKENS.path[3:]] = counter  # without /v1, as the others
+        # the dry run, over the same handlers (their served providers and tiers)
+        named = {name: handlers[id(a)] for name, a in fallbacks.items()}
+        self.api_routes["/v1/route"] = RouteHandler(gateway, named)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from arbstr.apinames import ApiName
 from arbstr.apis.base import Api, ApiRequest, Translator
@@ -22,6 +23,7 @@ from arbstr.errors import ArbstrError, AuthError, InternalError, InvalidRequest,
 from arbstr.routing import (
     AUTO_MODELS,
     Candidate,
+    Route,
     TierMap,
     chosen_tier,
     estimate_input_tokens,
@@ -58,6 +60,20 @@ from arbstr.upstream import AttemptFailed, run_with_retries
 from arbstr.upstream.client import JsonReply, StreamReply
 
 log = logging.getLogger("arbstr.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A parsed and routed request: what the real route sends and the dry run explains."""
+
+    request: ApiRequest
+    rule: Rule
+    route: Route
+    tier: str | None  # the tier asked for (header, pseudo-model or score), before any move up
+    in_tokens: int
+    out_tokens: Callable[[str], int]
+    reserve: Callable[[Candidate], int | None]
+    affords: Callable[[Candidate], bool] | None
 
 
 class ApiHandler(HotPaths):
@@ -146,7 +162,17 @@ class ApiHandler(HotPaths):
         self._tiers = tier_map(self.gw.config.tiers, self._served)
 
     async def _prepare(self, scope: Scope, receive: Receive, ex: Exchange) -> Prepared:
-        gw = self.gw
+        """Read the request, then :meth:`plan` it (the dry run ``POST /v1/route`` plans too)."""
+        body, policy_header, tier_header = await self.read(scope, receive)
+        plan = self.plan(body, policy_header, tier_header, ex)
+        req, r = plan.request, plan.route
+        extra = _forwarded(scope, self._forward) if self._forward else b""
+        return Prepared(
+            self.api, self.api.upstream_body(body, req, r.model), req, r, body, plan.reserve, extra
+        )
+
+    async def read(self, scope: Scope, receive: Receive) -> tuple[bytes, str | None, str | None]:
+        """The body and the ``X-Arbstr-Policy`` / ``X-Arbstr-Tier`` headers."""
         policy_header: str | None = None
         tier_header: str | None = None
         content_length: int | None = None
@@ -160,7 +186,15 @@ class ApiHandler(HotPaths):
                     content_length = int(v)
                 except ValueError:
                     raise InvalidRequest("invalid Content-Length header") from None
-        body = await read_body(receive, gw.config.server.max_body_bytes, content_length)
+        body = await read_body(receive, self.gw.config.server.max_body_bytes, content_length)
+        return body, policy_header, tier_header
+
+    def plan(
+        self, body: bytes, policy_header: str | None, tier_header: str | None, ex: Exchange
+    ) -> Plan:
+        """Parse, choose the policy, score, route (into ``ex`` as it goes). No I/O. Raises
+        :class:`ArbstrError` as the route answers it."""
+        gw = self.gw
         req = self._parse(body)
         ex.model = req.model
         ex.streaming = req.stream
@@ -206,10 +240,16 @@ class ApiHandler(HotPaths):
             log.info("tier: %s", r.reason, extra=rid(ex))
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
-        extra = _forwarded(scope, self._forward) if self._forward else b""
-        return Prepared(
-            self.api, self.api.upstream_body(body, req, r.model), req, r, body, reserve, extra
-        )
+        return Plan(req, rule, r, tier, in_tokens, out_tokens, reserve, affords)
+
+    @property
+    def served(self) -> Sequence[Provider]:
+        """The providers serving this API (as of the last plan)."""
+        return self._served
+
+    @property
+    def tiers(self) -> TierMap:
+        return self._tiers
 
     def _scored(self, req: ApiRequest, ex: Exchange, rule: Rule) -> str | None:
         """Score an ``auto`` request (into ``ex``, for its headers and row) and say the tier
@@ -342,4 +382,4 @@ def _set_candidate(ex: Exchange, c: Candidate) -> None:
     ex.model = c.model  # as this provider lists it
 
 
-__all__ = ["ApiHandler", "ApiRequest"]
+__all__ = ["ApiHandler", "ApiRequest", "Plan"]
