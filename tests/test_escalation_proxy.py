@@ -184,7 +184,8 @@ async def test_a_failed_re_ask_leaves_the_first_answer(
     assert status == 200 and "x-arbstr-escalated" not in headers
     assert headers["x-arbstr-tier"] == "economy"
     assert json.loads(raw)["choices"][0]["message"]["content"] == ""
-    first, second = await records(proxy, 2)
+    rows = await records(proxy, 2)
+    first, second = rows
     assert first.error_message == "escalated: empty"
     assert not second.success and second.escalated_from == first.request_id
 

@@ -56,7 +56,8 @@ class HotPaths(Escalations):
             headers.append((b"x-arbstr-escalated", escalated_header(trail, ex)))
         watch.stop()
         await send_bytes(send, answer.reply.status, self.redact.bytes(answer.body), headers)
-        self._answered(prep, ex, answer)
+        if not ex.recorded:  # (recorded already: an answer whose re-ask failed)
+            self._answered(prep, ex, answer)
 
     def _answer(self, ex: Exchange, cand: Candidate, reply: JsonReply) -> Answer:
         """A JSON answer's cost and the body the client gets."""
