@@ -89,7 +89,7 @@ def test_stats_json_matches_reference(runner: CliRunner, tmp_path: Path) -> None
     fill(tmp_path / "log.db", recs)
     out = json.loads(run(runner, "stats", "--db", "log.db", "--json").stdout)
     assert_stats_match(out, expected_stats(recs, where(out["since"], out["until"])))
-    assert out["counts"] == {"total": 4, "success": 3, "error": 1, "streaming": 1}
+    assert out["counts"] == {"total": 4, "success": 3, "error": 1, "streaming": 1, "escalated": 0}
     assert out["costs"]["total_cost_sats"] == 3.584
 
     out = json.loads(
