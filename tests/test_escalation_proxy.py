@@ -215,3 +215,14 @@ async def test_messages_refusal_escalates(
     assert status == 200, raw
     assert headers["x-arbstr-escalated"] == "economy->standard (refusal)"
     assert json.loads(raw)["content"][0]["text"] == "sure"
+
+
+async def test_a_stream_never_escalates(
+    fake_upstream: FakeUpstream, beta: FakeUpstream, proxies: list[ProxyThread]
+) -> None:
+    proxy = start(proxies, fake_upstream, beta, escalate=True, escalate_streams=True)
+    fake_upstream.push(Completion("cut", finish_reason="length"))
+    status, headers, raw = await post(proxy, chat(stream=True))
+    assert status == 200 and "x-arbstr-escalated" not in headers
+    assert b"[DONE]" in raw and beta.requests == []
+    assert len(await records(proxy, 1)) == 1
