@@ -161,6 +161,7 @@ def expected_group(rows: Iterable[RequestRecord]) -> dict[str, Any]:
             "success": sum(r.success for r in rows),
             "error": sum(not r.success for r in rows),
             "streaming": sum(r.streaming for r in rows),
+            "escalated": sum(r.escalation is not None for r in rows),
         },
         "costs": {
             "total_cost_sats": msats / 1000,

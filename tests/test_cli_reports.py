@@ -89,7 +89,7 @@ def test_stats_json_matches_reference(runner: CliRunner, tmp_path: Path) -> None
     fill(tmp_path / "log.db", recs)
     out = json.loads(run(runner, "stats", "--db", "log.db", "--json").stdout)
     assert_stats_match(out, expected_stats(recs, where(out["since"], out["until"])))
-    assert out["counts"] == {"total": 4, "success": 3, "error": 1, "streaming": 1}
+    assert out["counts"] == {"total": 4, "success": 3, "error": 1, "streaming": 1, "escalated": 0}
     assert out["costs"]["total_cost_sats"] == 3.584
 
     out = json.loads(
@@ -355,3 +355,22 @@ def test_stats_group_by_tier_and_tier_filter(runner: CliRunner, tmp_path: Path) 
     assert [(r["tier"], r["complexity"]) for r in out["data"]] == [("frontier", 0.9)]
     table = run(runner, "stats", "--db", "log.db", "--group-by", "tier").stdout
     assert "economy" in table and "frontier" in table
+
+
+def test_stats_shows_escalations(runner: CliRunner, tmp_path: Path) -> None:
+    first = record(tier="economy", error_message="escalated: invalid_json")
+    fill(
+        tmp_path / "log.db",
+        [
+            first,
+            record(tier="standard", escalated_from=first.request_id, escalation="invalid_json"),
+            record(tier="economy"),
+        ],
+    )
+    out = json.loads(run(runner, "stats", "--db", "log.db", "--json").stdout)
+    assert out["counts"]["escalated"] == 1
+    assert out["escalations"] == {"economy->standard": {"invalid_json": 1}}
+    table = run(runner, "stats", "--db", "log.db").stdout
+    assert "escalations" in table and "economy->standard" in table and "invalid_json" in table
+    fill(tmp_path / "none.db", [record(tier="economy")])
+    assert "escalations" not in run(runner, "stats", "--db", "none.db").stdout

@@ -119,7 +119,13 @@ async def test_1000_concurrent_requests_make_1000_exact_rows(
     assert db_msats == header_msats
     status, stats = await get_json(proxy.url + "/v1/stats", {"range": "last_1h"})
     assert status == 200
-    assert stats["counts"] == {"total": 1000, "success": 1000, "error": 0, "streaming": 0}
+    assert stats["counts"] == {
+        "total": 1000,
+        "success": 1000,
+        "error": 0,
+        "streaming": 0,
+        "escalated": 0,
+    }
     assert stats["costs"]["total_cost_sats"] == header_msats / 1000
     status, health = await get_json(proxy.url + "/health")
     assert (health["database"], health["log_dropped"]) == ("ok", 0)

@@ -63,6 +63,8 @@ REQUESTS_COLUMNS = [
     ("api", "TEXT", 1, 0),
     ("tier", "TEXT", 0, 0),
     ("complexity", "REAL", 0, 0),
+    ("escalated_from", "TEXT", 0, 0),
+    ("escalation", "TEXT", 0, 0),
 ]
 
 
@@ -113,7 +115,7 @@ def test_schema_has_the_request_log_columns_indexes_and_wal(tmp_path: Path) -> N
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='requests'"
         )
     }
-    assert {"timestamp", "model", "provider", "request_id", "api", "tier"} <= indexed
+    assert {"timestamp", "model", "provider", "request_id", "api", "tier", "escalation"} <= indexed
     ratios = conn.execute("PRAGMA table_info(token_ratios)").fetchall()
     assert [(c[1], c[2], c[5]) for c in ratios] == [
         ("policy", "TEXT", 1),
@@ -296,6 +298,8 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         attempts=3,
         tier="standard",
         complexity=0.5,
+        escalated_from="first-id",
+        escalation="truncated",
     )
     r2 = record(
         success=False,
@@ -336,9 +340,11 @@ def test_records_are_written_with_every_column(store: Store) -> None:
         "chat",
         "standard",
         0.5,
+        "first-id",
+        "truncated",
     )
     assert got[1][1] == r2.request_id
-    assert got[1][21:] == (None, None)
+    assert got[1][21:] == (None, None, None, None)
     assert got[1][4:6] == (None, None)
     assert got[1][9] is None and got[1][14] == 0 and got[1][15] == 502
     assert isinstance(got[1][16], str) and 100 < len(got[1][16]) <= 2000  # capped
@@ -679,7 +685,7 @@ def test_percentiles_are_nearest_rank(tmp_path: Path) -> None:
         "p50_latency_ms": None,
         "p95_latency_ms": None,
     }
-    assert empty["counts"] == {"total": 0, "success": 0, "error": 0, "streaming": 0}
+    assert empty["counts"] == {"total": 0, "success": 0, "error": 0, "streaming": 0, "escalated": 0}
 
 
 @pytest.mark.parametrize("sort", ["timestamp", "cost_sats", "latency_ms"])
@@ -750,6 +756,8 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         "api": "chat",
         "tier": None,
         "complexity": None,
+        "escalated_from": None,
+        "escalation": None,
         "streaming": True,
         "success": True,
         "tokens": {"input": 10, "output": 20},

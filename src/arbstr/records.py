@@ -46,6 +46,8 @@ class RequestRecord:
     api: str = "chat"  # the client API it came in (arbstr.apinames.ALL_APIS)
     tier: str | None = None  # the tier it was routed within (economy, standard, frontier)
     complexity: float | None = None  # the complexity scorer's score, when it scored it
+    escalated_from: str | None = None  # a re-ask one tier up: the request id it re-asks
+    escalation: str | None = None  # ... and the failure signal that made it (reason code)
 
 
 class RecordSink(Protocol):

@@ -82,11 +82,19 @@ def _report(
     if as_json:  # the very document the server sends, indented
         print(storage.encode_indented(result))
         return
-    from arbstr.cli.tables import provider_cost_table, requests_table, stats_table
+    from arbstr.cli.tables import (
+        escalation_table,
+        provider_cost_table,
+        requests_table,
+        stats_table,
+    )
 
     out = console()
     if isinstance(result, storage.Stats):
         out.print(stats_table(result, group_by))
+        escalated = escalation_table(result)
+        if escalated is not None:
+            out.print(escalated)
         if group_by != "provider":  # the per-provider view of charged vs computed
             by_provider = storage.parse_stats_params({**given, "group_by": "provider"})
             result = storage.read_stats(path, by_provider)

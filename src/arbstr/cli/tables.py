@@ -66,6 +66,25 @@ def stats_table(result: Stats, group_by: str | None) -> Table:
     return table
 
 
+def escalation_table(result: Stats) -> Table | None:
+    """Re-asks one tier up, by hop and reason; None when there were none."""
+    if not result.escalations:
+        return None
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title="escalations (answers re-asked one tier up)",
+    )
+    table.add_column("tiers", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("reqs", justify="right", no_wrap=True)
+    for hop, reasons in sorted(result.escalations.items()):
+        for reason, n in sorted(reasons.items()):
+            table.add_row(escape(hop), escape(reason), _num(n))
+    return table
+
+
 def provider_cost_table(result: Stats) -> Table | None:
     """Per provider, over its requests with both figures: what it charged next to what
     arbstr computed from its advertised prices, dearest surprise first; an overcharging

@@ -255,7 +255,15 @@ def config_from_data(
             )
         )
 
-    default = Rule("default", (), fc.policies.default_strategy, None, ())
+    default = Rule(
+        "default",
+        (),
+        fc.policies.default_strategy,
+        None,
+        (),
+        escalate=fc.policies.escalate,
+        escalate_streams=fc.policies.escalate_streams,
+    )
     rules: list[Rule] = []
     by_name: dict[str, Rule] = {}
     for i, rs in enumerate(fc.policies.rules):
@@ -274,6 +282,8 @@ def config_from_data(
             max_sats_per_1k_output=rs.max_sats_per_1k_output,
             keywords=keywords,
             keyword_regex=pattern,
+            escalate=rs.escalate,
+            escalate_streams=rs.escalate_streams,
         )
         rules.append(rule)
         by_name[rule.name] = rule

@@ -113,6 +113,10 @@ class Rule:
     keywords: tuple[str, ...]  # lower-cased
     # the rule's keyword_regex (case-insensitive): matched instead of the keywords
     keyword_regex: re.Pattern[str] | None = None
+    # a tiered answer with a failure signal is re-asked one tier up (routing.escalation);
+    # streams only with escalate_streams (the stream is then buffered)
+    escalate: bool = False
+    escalate_streams: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,10 +117,15 @@ class RuleSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     max_sats_per_1k_output: NonNeg | None = None
     keywords: list[Annotated[str, Meta(min_length=1)]] = []
     keyword_regex: Annotated[str, Meta(min_length=1)] | None = None
+    # re-ask a tiered answer that shows a failure signal one tier up (streams: buffered)
+    escalate: bool = False
+    escalate_streams: bool = False
 
 
 class PoliciesSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     default_strategy: Strategy = "lowest_cost"
+    escalate: bool = False  # the default rule's
+    escalate_streams: bool = False
     rules: list[RuleSection] = []
 
 

@@ -11,6 +11,7 @@ from arbstr.routing import Candidate, cost_msats
 from arbstr.server.charge import Charge
 from arbstr.server.delivery import SSE_HEADERS, trailer_event
 from arbstr.server.disconnect import DisconnectWatch
+from arbstr.server.escalate import Answer, Escalations, escalated_header
 from arbstr.server.exchange import Exchange
 from arbstr.server.http import Send, send_bytes
 from arbstr.server.outcome import (
@@ -20,24 +21,46 @@ from arbstr.server.outcome import (
     cached_tokens,
     tokens,
 )
-from arbstr.server.pipeline_streams import Prepared, StreamsMixin, _Read
+from arbstr.server.pipeline_streams import Prepared, _Read
 from arbstr.server.streaming import relay_stream
 from arbstr.upstream import StreamRelay, provider_cost_msats
 from arbstr.upstream.client import JsonReply, StreamReply
 
 
-class HotPaths(StreamsMixin):
+class HotPaths(Escalations):
     # -- non-streaming ------------------------------------------------------------------------
 
     async def _complete(
         self, prep: Prepared, ex: Exchange, send: Send, watch: DisconnectWatch
     ) -> None:
-        gw = self.gw
         delivered = await self._attempts(prep, ex, send, watch, False)
         if delivered is None:
             return
         cand, reply = delivered
         assert isinstance(reply, JsonReply)
+        answer = self._answer(ex, cand, reply)
+        trail = [ex]  # with escalation: every exchange, the re-asks after the first
+        if ex.tier is not None and ex.tier != "frontier":  # (escalation: tiered answers only)
+            rule = self.gw.config.policies.by_name.get(ex.policy or "default")
+            if rule is not None and rule.escalate:
+                prep, ex, answer = await self._escalated(prep, answer, watch, trail, rule)
+        latency = (time.perf_counter() - trail[0].started) * 1000.0
+        waited = sum(e.attempts.waited_s for e in trail) if len(trail) > 1 else ex.attempts.waited_s
+        overhead = max(0.0, latency - waited * 1000.0)
+        headers = ex.headers()
+        headers.append((b"content-type", answer.ctype.encode("latin-1")))
+        headers += answer.charge.headers()
+        headers.append((b"x-arbstr-latency-ms", f"{latency:.2f}".encode()))
+        headers.append((b"x-arbstr-overhead-ms", f"{overhead:.2f}".encode()))
+        if ex is not trail[0]:  # (a failed re-ask left the first answer: no header)
+            headers.append((b"x-arbstr-escalated", escalated_header(trail, ex)))
+        watch.stop()
+        await send_bytes(send, answer.reply.status, self.redact.bytes(answer.body), headers)
+        if not ex.recorded:  # (recorded already: an answer whose re-ask failed)
+            self._answered(prep, ex, answer)
+
+    def _answer(self, ex: Exchange, cand: Candidate, reply: JsonReply) -> Answer:
+        """A JSON answer's cost and the body the client gets."""
         ex.attempts.in_flight = False
         in_tok, out_tok = tokens(reply.usage, ex.est_input_tokens, None)
         usage = reply.usage
@@ -56,30 +79,29 @@ class HotPaths(StreamsMixin):
         if self.translator is not None and self.translated(cand):
             body = self.translator.translate_reply(body, cand.model)
             ctype = "application/json"
-        latency = ex.elapsed_ms()
-        overhead = max(0.0, latency - ex.attempts.waited_s * 1000.0)
-        headers = ex.headers()
-        headers.append((b"content-type", ctype.encode("latin-1")))
-        headers += charge.headers()
-        headers.append((b"x-arbstr-latency-ms", f"{latency:.2f}".encode()))
-        headers.append((b"x-arbstr-overhead-ms", f"{overhead:.2f}".encode()))
-        watch.stop()
-        await send_bytes(send, reply.status, self.redact.bytes(body), headers)
+        return Answer(cand, reply, charge, body, ctype, in_tok, out_tok)
+
+    def _answered(
+        self, prep: Prepared, ex: Exchange, a: Answer, message: str | None = None
+    ) -> None:
+        """A JSON answer's row (``message``: why it was not the one the client got)."""
+        usage = a.reply.usage
         if (
             usage is not None
             and usage.prompt_tokens
             and usage.completion_tokens is not None
             and prep.request.estimate_output
         ):
-            gw.ratios.observe(ex.policy or "default", ex.model, in_tok, out_tok)
+            self.gw.ratios.observe(ex.policy or "default", ex.model, a.in_tok, a.out_tok)
         self._record(
             ex,
             Outcome(
                 True,
-                input_tokens=in_tok,
-                output_tokens=out_tok,
-                charge=charge,
+                input_tokens=a.in_tok,
+                output_tokens=a.out_tok,
+                charge=a.charge,
                 possibly_billed_msats=billed_estimate(ex, prep.route),  # earlier attempts
+                error_message=message,
             ),
         )
 

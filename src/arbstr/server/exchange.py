@@ -41,6 +41,8 @@ class Exchange:
     complexity: float | None = None  # the scorer's score of the request, when scored
     complexity_reasons: tuple[str, ...] = ()  # its main reasons, the largest first
     streaming: bool = False
+    escalated_from: str | None = None  # a re-ask one tier up: the request id it re-asks
+    escalation: str | None = None  # ... and the failure signal's reason code
     est_input_tokens: int = 0
     est_output_tokens: int = 0
     candidate: Candidate | None = None  # the one being (or last) tried

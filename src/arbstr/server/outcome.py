@@ -127,6 +127,8 @@ def record_of(ex: Exchange, o: Outcome, redact: Redactor) -> RequestRecord:
         api=ex.api,
         tier=ex.tier,
         complexity=ex.complexity,
+        escalated_from=ex.escalated_from,
+        escalation=ex.escalation,
     )
 
 

@@ -144,8 +144,9 @@ class ApiHandler(HotPaths):
                 raise
             task.uncancel()
             log.info("client disconnected; upstream request cancelled", extra=rid(ex))
-            billed = billed_estimate(ex, prep.route)
-            self._record(ex, failed(499, "client disconnected", billed))
+            if not ex.recorded:  # (an escalated answer's row is written before its re-ask)
+                billed = billed_estimate(ex, prep.route)
+                self._record(ex, failed(499, "client disconnected", billed))
         finally:
             watch.stop()
 

@@ -16,6 +16,7 @@ class Counts(msgspec.Struct):
     success: int
     error: int
     streaming: int
+    escalated: int = 0  # answers re-asked one tier up (rows of the re-asks)
 
 
 class Compared(msgspec.Struct):
@@ -59,7 +60,8 @@ class GroupStats(msgspec.Struct):
 
 
 class Stats(msgspec.Struct, omit_defaults=True):
-    """``groups`` is present only when the query was grouped."""
+    """``groups`` is present only when the query was grouped; ``escalations`` (re-asks by
+    ``"economy->standard"`` and reason code) only when there were any."""
 
     since: str | None
     until: str | None
@@ -67,6 +69,7 @@ class Stats(msgspec.Struct, omit_defaults=True):
     costs: Costs
     performance: Performance
     groups: dict[str, GroupStats] | None = None
+    escalations: dict[str, dict[str, int]] | None = None
 
 
 class Tokens(msgspec.Struct):
@@ -102,6 +105,8 @@ class RequestRow(msgspec.Struct):
     api: str
     tier: str | None
     complexity: float | None
+    escalated_from: str | None
+    escalation: str | None
     streaming: bool
     success: bool
     tokens: Tokens

@@ -53,7 +53,7 @@ from arbstr.storage.schema import SchemaTooNew, check_not_newer, user_version
 # Each row's values within the bounds of arbstr.storage.rows (others count as unknown), so
 # that the sums below stay exact and cannot overflow, whoever wrote the rows.
 _BOUNDED = f"""
-    success = 1 AS ok, streaming = 1 AS st, latency_ms,
+    success = 1 AS ok, streaming = 1 AS st, escalation IS NOT NULL AS esc, latency_ms,
     {msats_sql("cost_sats")} AS c,
     {msats_sql("computed_cost_sats")} AS cc,
     {msats_sql("provider_cost_sats")} AS pc,
@@ -68,7 +68,7 @@ _AGGREGATES = f"""
     AVG(CASE WHEN ok THEN latency_ms END),
     COUNT(pc), {exact_sum("pc")},
     COUNT({_BOTH} 1 END), {exact_sum(f"{_BOTH} pc END")}, {exact_sum(f"{_BOTH} cc END")},
-    COUNT(pb), {exact_sum("pb")}
+    COUNT(pb), {exact_sum("pb")}, COALESCE(SUM(esc), 0)
 """
 
 
@@ -80,8 +80,9 @@ def _group(agg: Iterator[Any], p50: int | None, p95: int | None) -> GroupStats:
     reported, provider_msats = int(next(agg)), take_sum(agg)
     compared, charged_both, computed_both = int(next(agg)), take_sum(agg), take_sum(agg)
     possibly_billed, possibly_billed_msats = int(next(agg)), take_sum(agg)
+    escalated = int(next(agg))
     return GroupStats(
-        Counts(total, success, total - success, streaming),
+        Counts(total, success, total - success, streaming, escalated),
         Costs(
             total_cost_sats=msats / 1000,
             computed_cost_sats=computed_msats / 1000,
@@ -135,6 +136,8 @@ def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
     p50, p95 = _percentiles(conn, "'*'", where, args).get("*", (None, None))
     total = _group(iter(overall), p50, p95)
     result = Stats(q.filters.since, q.filters.until, total.counts, total.costs, total.performance)
+    if total.counts.escalated:
+        result.escalations = _escalations(conn, where, args)
     if q.group_by is not None:
         key = q.group_by
         if key not in GROUP_BY:  # it becomes SQL text: whitelisted, never trusted
@@ -153,11 +156,31 @@ def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
     return result
 
 
+def _escalations(
+    conn: sqlite3.Connection, where: str, args: list[object]
+) -> dict[str, dict[str, int]]:
+    """Re-asks by ``"<from tier>-><to tier>"`` and reason (the from tier is the re-asked
+    row's; ``?`` when that row is not in the log)."""
+    sql = f"""
+        SELECT (SELECT f.tier FROM requests AS f WHERE f.request_id = e.escalated_from),
+               e.tier, e.escalation, COUNT(*)
+        FROM (SELECT tier, escalation, escalated_from FROM requests{where}) AS e
+        WHERE e.escalation IS NOT NULL
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    """  # noqa: S608 - the filters' values are bound
+    out: dict[str, dict[str, int]] = {}
+    for src, dst, reason, n in conn.execute(sql, args):
+        hop = f"{src or '?'}->{dst or '?'}"
+        out.setdefault(hop, {})[str(reason)] = int(n)
+    return out
+
+
 _REQUEST_COLUMNS = """
     id, request_id, timestamp, model, provider, policy, streaming, success, input_tokens,
     output_tokens, cost_sats, computed_cost_sats, provider_cost_sats, possibly_billed_sats,
     latency_ms,
-    stream_duration_ms, error_status, error_message, api, tier, complexity
+    stream_duration_ms, error_status, error_message, api, tier, complexity, escalated_from,
+    escalation
 """
 
 
@@ -184,6 +207,8 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         api,
         tier,
         complexity,
+        escalated_from,
+        escalation,
     ) = row
     ok = bool(success)
     return RequestRow(
@@ -196,6 +221,8 @@ def _request_row(row: tuple[Any, ...]) -> RequestRow:
         api=api,
         tier=tier if isinstance(tier, str) else None,
         complexity=_score(complexity),
+        escalated_from=escalated_from if isinstance(escalated_from, str) else None,
+        escalation=escalation if isinstance(escalation, str) else None,
         streaming=bool(streaming),
         success=ok,
         tokens=Tokens(stored_tokens(tokens_in), stored_tokens(tokens_out)),
@@ -288,6 +315,8 @@ _UPGRADED_COLUMNS = (
     (4, "api", "'chat'"),
     (5, "tier", "NULL"),
     (5, "complexity", "NULL"),
+    (6, "escalated_from", "NULL"),
+    (6, "escalation", "NULL"),
 )
 
 

@@ -30,8 +30,8 @@ INSERT OR IGNORE INTO requests (
     request_id, timestamp, model, provider, policy, streaming, input_tokens, output_tokens,
     cost_sats, provider_cost_sats, latency_ms, ttft_ms, stream_duration_ms, success,
     error_status, error_message, attempts, possibly_billed_sats, computed_cost_sats, api,
-    tier, complexity
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    tier, complexity, escalated_from, escalation
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 Row = tuple[object, ...]
@@ -101,6 +101,8 @@ def record_row(r: RequestRecord) -> Row:
         text(r.api) or "chat",
         text(r.tier),
         _finite(r.complexity),
+        text(r.escalated_from),
+        text(r.escalation),
     )
 
 
