@@ -304,13 +304,32 @@ def test_only_server_tools_sends_no_tools() -> None:
     assert "tool_choice" not in out
 
 
+def test_a_system_message_among_the_messages_keeps_its_place() -> None:
+    """Claude Code sometimes ends its messages with a role "system" turn."""
+    out = chat(
+        {
+            "model": "m",
+            "system": "be brief",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "reminder"}]},
+            ],
+        }
+    )
+    assert out["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "reminder"},
+    ]
+
+
 @pytest.mark.parametrize(
     "body",
     [
         b"not json",
         b"[1]",
         b'{"messages": "x"}',
-        b'{"messages": [{"role": "system", "content": "x"}]}',
+        b'{"messages": [{"role": "tool", "content": "x"}]}',
         b'{"messages": [{"role": "user", "content": 5}]}',
         b'{"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}',
         b'{"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "x"}]}]}',
