@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from arbstr.apinames import ApiName
 from arbstr.apis.base import Api, ApiRequest, Translator
@@ -22,6 +22,7 @@ from arbstr.errors import ArbstrError, AuthError, InternalError, InvalidRequest,
 from arbstr.routing import (
     AUTO_MODELS,
     Candidate,
+    Route,
     TierMap,
     chosen_tier,
     estimate_input_tokens,
@@ -32,6 +33,7 @@ from arbstr.routing import (
     tier_map,
 )
 from arbstr.routing.complexity import score
+from arbstr.routing.sticky import Sticky, conversation_key, higher_tier, prefer
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.disconnect import DisconnectWatch
@@ -150,11 +152,17 @@ class ApiHandler(HotPaths):
         policy_header: str | None = None
         tier_header: str | None = None
         content_length: int | None = None
+        session: bytes | None = None
+        cc_session: bytes | None = None
         for k, v in scope["headers"]:
             if k == b"x-arbstr-policy":
                 policy_header = v.decode("latin-1")
             elif k == b"x-arbstr-tier":
                 tier_header = v.decode("latin-1").strip().lower()
+            elif k == b"x-arbstr-session":
+                session = v
+            elif k == b"x-claude-code-session-id":
+                cc_session = v
             elif k == b"content-length":
                 try:
                     content_length = int(v)
@@ -187,6 +195,11 @@ class ApiHandler(HotPaths):
         scored_tier = self._scored(req, ex, rule) if req.model in AUTO_MODELS else None
         features = req.features
         tier = chosen_tier(req.model, tier_header, scored_tier)
+        conversations = gw.sticky
+        key = conversation_key(session or cc_session, req) if conversations.enabled else None
+        stuck = conversations.get(key) if key is not None else None
+        if stuck is not None and scored_tier is not None and tier_header is None:
+            tier = higher_tier(tier, stuck.tier)  # within a conversation: only upward
         r = route(
             self._served,
             rule,
@@ -201,6 +214,9 @@ class ApiHandler(HotPaths):
             images=features.images,
             tools=features.tools,
         )
+        if key is not None:
+            concrete = tier is None and req.model not in AUTO_MODELS
+            r = self._stick(ex, key, stuck, r, affords, concrete)
         ex.tier = r.tier
         if r.reason is not None:
             log.info("tier: %s", r.reason, extra=rid(ex))
@@ -210,6 +226,30 @@ class ApiHandler(HotPaths):
         return Prepared(
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, reserve, extra
         )
+
+    def _stick(
+        self,
+        ex: Exchange,
+        key: bytes,
+        stuck: Sticky | None,
+        r: Route,
+        affords: Callable[[Candidate], bool] | None,
+        concrete: bool,
+    ) -> Route:
+        """The route with the conversation's candidate first when it is usable (see
+        :func:`~arbstr.routing.sticky.prefer`), and the verdict for ``x-arbstr-sticky``."""
+        ex.sticky_key = key
+        if stuck is None:
+            ex.sticky = "new"
+            return r
+        health = self.gw.health
+
+        def usable(c: Candidate) -> bool:
+            return health.state(c.provider.name) != "open" and (affords is None or affords(c))
+
+        r, ex.sticky_to = prefer(r, stuck, by_provider_only=concrete, usable=usable)
+        ex.sticky = "miss" if ex.sticky_to is None else "hit"
+        return r
 
     def _scored(self, req: ApiRequest, ex: Exchange, rule: Rule) -> str | None:
         """Score an ``auto`` request (into ``ex``, for its headers and row) and say the tier
