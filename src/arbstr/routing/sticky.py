@@ -109,15 +109,21 @@ class Conversations:
         return s
 
     def remember(self, key: bytes, provider: str, model: str, tier: str | None) -> None:
-        """An answer of the conversation succeeded on (provider, model) in ``tier``; its
-        stored tier never goes down."""
+        """An answer of the conversation succeeded on (provider, model) in ``tier``. Its
+        tier never goes down: an answer in a lower tier (a client's ``X-Arbstr-Tier``) keeps
+        the conversation where it was."""
         if not self.enabled:
             return
         m = self._map
         old = m.pop(key, None)
         now = self._clock()
-        if old is not None and now - old.last_used <= self.idle_s:
-            tier = higher_tier(old.tier, tier)
+        if (
+            old is not None
+            and now - old.last_used <= self.idle_s
+            and old.tier != tier
+            and higher_tier(old.tier, tier) == old.tier
+        ):
+            provider, model, tier = old.provider, old.model, old.tier
         m[key] = Sticky(provider, model, tier, now)
         # the oldest are first: drop the idle ones, then any over the bound
         while m:
