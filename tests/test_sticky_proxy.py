@@ -88,7 +88,12 @@ async def test_a_conversation_sticks_to_its_provider_while_healthy(
     # beta cools down: the conversation moves to alpha, and stays there
     gw = proxy.gateway
     assert gw is not None
-    on_proxy(proxy, lambda: [gw.health.record_failure("beta") for _ in range(3)])
+
+    def cool_down_beta() -> None:
+        for _ in range(3):
+            gw.health.record_failure("beta")
+
+    on_proxy(proxy, cool_down_beta)
     status, h = await post(proxy, turns(3))
     assert h["x-arbstr-provider"] == "alpha" and h["x-arbstr-sticky"] == "miss"
     assert "x-arbstr-retries" not in h  # beta was not even tried
@@ -121,13 +126,13 @@ async def test_a_claude_code_session_id_keys_the_conversation(
     proxy = start(proxies, fake_upstream, beta)
     session = {"X-Claude-Code-Session-Id": "0b7e6f0c-2d1e-4c55-9a0b-7a1f1c7b5e21"}
     fake_upstream.push(UNAVAILABLE)
-    status, h = await post(proxy, [{"role": "user", "content": "one"}], headers=session)
+    _, h = await post(proxy, [{"role": "user", "content": "one"}], headers=session)
     assert h["x-arbstr-provider"] == "beta" and h["x-arbstr-sticky"] == "new"
-    status, h = await post(proxy, [{"role": "user", "content": "two"}], headers=session)
+    _, h = await post(proxy, [{"role": "user", "content": "two"}], headers=session)
     assert h["x-arbstr-provider"] == "beta" and h["x-arbstr-sticky"] == "hit"
     # X-Arbstr-Session wins over it: another conversation
     both = {**session, "X-Arbstr-Session": "mine"}
-    status, h = await post(proxy, [{"role": "user", "content": "two"}], headers=both)
+    _, h = await post(proxy, [{"role": "user", "content": "two"}], headers=both)
     assert h["x-arbstr-provider"] == "alpha" and h["x-arbstr-sticky"] == "new"
     gw = proxy.gateway
     assert gw is not None and len(gw.sticky) == 2
