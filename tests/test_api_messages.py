@@ -36,7 +36,7 @@ def test_a_simple_request() -> None:
         text_chars=len("sys") + len("hello"),
         last_user_text="hello",
         max_tokens=100,
-        features=RequestFeatures(turns=1, system_text="sys"),
+        features=RequestFeatures(turns=1, system_text="sys", first_user_text="hello"),
     )
     assert MESSAGES.accepts_x_api_key is True
     assert MESSAGES.forward_headers == ("anthropic-version", "anthropic-beta")

@@ -33,7 +33,7 @@ def test_string_input() -> None:
         text_chars=len("hello") + len("be brief"),
         last_user_text="hello",
         max_tokens=None,
-        features=RequestFeatures(turns=1, system_text="be brief"),
+        features=RequestFeatures(turns=1, system_text="be brief", first_user_text="hello"),
     )
 
 

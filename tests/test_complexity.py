@@ -219,6 +219,7 @@ def test_chat_features() -> None:
         response_format="json_schema",
         tool_choice_required=True,
         system_text="be exact",
+        first_user_text="what is this",
     )
 
 
@@ -274,9 +275,10 @@ def test_responses_features() -> None:
         response_format="json_schema",
         tool_choice_required=True,
         system_text="be exact",
+        first_user_text="look",
     )
     plain = parse_responses(enc({"model": "m", "input": "hi", "tool_choice": "auto"})).features
-    assert plain == RequestFeatures(turns=1)
+    assert plain == RequestFeatures(turns=1, first_user_text="hi")
 
 
 def test_messages_features() -> None:
@@ -311,6 +313,7 @@ def test_messages_features() -> None:
         images=1,
         tool_choice_required=True,
         system_text="be exact",
+        first_user_text="look",
     )
     for choice, required in (({"type": "auto"}, False), ({"type": "tool", "name": "f"}, True)):
         body["tool_choice"] = choice

@@ -47,6 +47,7 @@ class RequestFeatures(msgspec.Struct, frozen=True, kw_only=True):
     response_format: ResponseFormat | None = None  # structured output asked for
     tool_choice_required: bool = False  # the model must call a tool (some or a named one)
     system_text: str | None = None  # the (last) system / instructions text, by reference
+    first_user_text: str | None = None  # the first user turn's text, by reference
 
 
 NO_FEATURES = RequestFeatures()

@@ -94,6 +94,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         raise InvalidRequest("'messages' must be a non-empty array", code="missing_messages")
     chars = images = tool_results = 0
     last_user: str | None = None
+    first_user: str | None = None
     system: str | None = None
     for m in view.messages:
         content = m.content
@@ -110,6 +111,8 @@ def parse_chat(body: bytes) -> ChatRequest:
         role = m.role
         if role == "user":
             last_user = text
+            if first_user is None:
+                first_user = text
         elif role == "tool" or role == "function":
             tool_results += 1
         elif role == "system" or role == "developer":
@@ -123,6 +126,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         response_format=response_format(view.response_format) if view.response_format else None,
         tool_choice_required=bool(view.tool_choice) and tool_choice_required(view.tool_choice),
         system_text=system,
+        first_user_text=first_user,
     )
     return ApiRequest(
         api="chat",

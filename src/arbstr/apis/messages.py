@@ -112,6 +112,7 @@ def parse_messages(body: bytes, *, need_max_tokens: bool = True) -> ApiRequest:
         raise InvalidRequest("messages: at least one message is required", code="missing_messages")
     chars = _raw_chars(view.tools) + _content_chars(view.system)
     last_user: str | None = None
+    first_user: str | None = None
     images = tool_results = 0
     for m in view.messages:
         content = m.content
@@ -120,6 +121,8 @@ def parse_messages(body: bytes, *, need_max_tokens: bool = True) -> ApiRequest:
             text = _text(content)
             if text:  # a turn of only tool results is not what the user asked
                 last_user = text
+                if first_user is None:
+                    first_user = text
         if isinstance(content, list):
             for b in content:
                 if b.type == "image":
@@ -135,6 +138,7 @@ def parse_messages(body: bytes, *, need_max_tokens: bool = True) -> ApiRequest:
         response_format=response_format(view.output_format),
         tool_choice_required=tool_choice_required(view.tool_choice),
         system_text=system if isinstance(system, str) else (_text(system) or None),
+        first_user_text=first_user,
     )
     return ApiRequest(
         api="messages",

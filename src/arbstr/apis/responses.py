@@ -98,11 +98,12 @@ class _Items:
     """What a list of input items holds: characters of text, the last user and system texts,
     image parts and tool outputs."""
 
-    __slots__ = ("chars", "images", "last_system", "last_user", "tool_results")
+    __slots__ = ("chars", "first_user", "images", "last_system", "last_user", "tool_results")
 
     def __init__(self, items: list[_Item], where: str) -> None:
         self.chars = self.images = self.tool_results = 0
         self.last_user: str | None = None
+        self.first_user: str | None = None
         self.last_system: str | None = None
         for i, item in enumerate(items):
             if item.type is None or item.type == "message":
@@ -111,6 +112,8 @@ class _Items:
                 self.images += images
                 if item.role == "user":
                     self.last_user = text
+                    if self.first_user is None:
+                        self.first_user = text
                 elif item.role == "system" or item.role == "developer":
                     self.last_system = text
             elif item.type == "function_call":
@@ -145,16 +148,17 @@ def parse_responses(body: bytes) -> ApiRequest:
     check_model(view.model)
     chars = len(view.tools) if view.tools and view.tools != b"null" else 0
     last_user: str | None = None
+    first_user: str | None = None
     system: str | None = None
     turns = images = tool_results = 0
     if isinstance(view.input, str):
         chars += len(view.input)
-        last_user = view.input
+        last_user = first_user = view.input
         turns = 1
     elif view.input is not None:
         items = _Items(view.input, "input")
         chars += items.chars
-        last_user, system = items.last_user, items.last_system
+        last_user, system, first_user = items.last_user, items.last_system, items.first_user
         turns, images, tool_results = len(view.input), items.images, items.tool_results
     if isinstance(view.instructions, str):
         chars += len(view.instructions)
@@ -171,6 +175,7 @@ def parse_responses(body: bytes) -> ApiRequest:
         response_format=response_format(_text_format(view.text)),
         tool_choice_required=tool_choice_required(view.tool_choice),
         system_text=system,
+        first_user_text=first_user,
     )
     return ApiRequest(
         api="responses",

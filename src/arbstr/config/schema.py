@@ -33,6 +33,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     max_body_bytes: Annotated[int, Meta(gt=0)] = DEFAULT_MAX_BODY_BYTES
     max_connections_per_provider: Annotated[int, Meta(ge=1)] = 256  # per upstream origin
     keepalive_expiry_s: NonNeg = 5.0  # idle upstream connections older than this are closed
+    # conversations kept for stickiness (0: off), each forgotten sticky_idle_s after its answer
+    sticky_conversations: Annotated[int, Meta(ge=0)] = 10_000
+    sticky_idle_s: Positive = 1800.0
 
     @property
     def host(self) -> str:

@@ -165,6 +165,6 @@ class RouteHandler:
             raise AuthError("missing or invalid bearer token for arbstr (server.auth_token)")
         api = query_params(scope).get("api")
         any_handler = next(iter(self.handlers.values()))
-        body, policy, tier = await any_handler.read(scope, receive)
+        body, policy, tier, _session = await any_handler.read(scope, receive)
         handler = pick(self.handlers, api, body)
         await send_json(send, 200, dry_run(handler, body, policy, tier))

@@ -48,6 +48,9 @@ class Exchange:
     candidate: Candidate | None = None  # the one being (or last) tried
     relayed_output_tokens: int = 0  # of a stream the client left: what it got so far
     recorded: bool = False  # its row has been written
+    sticky_key: bytes | None = None  # the conversation it belongs to (None: none)
+    sticky: str | None = None  # hit | miss | new (x-arbstr-sticky), with a sticky_key
+    sticky_to: Candidate | None = None  # the conversation's candidate, ranked first on a hit
     attempts: AttemptLog = field(default_factory=AttemptLog)
 
     @property
@@ -68,10 +71,22 @@ class Exchange:
             h.append((b"x-arbstr-tier", self.tier.encode()))
         if self.complexity is not None:
             h.append((b"x-arbstr-complexity", complexity_header(self)))
+        if self.sticky is not None:
+            h.append((b"x-arbstr-sticky", self._sticky_verdict()))
         retries = self.attempts.header()
         if retries is not None:
             h.append((b"x-arbstr-retries", retries.encode()))
         return h
+
+    def _sticky_verdict(self) -> bytes:
+        # a hit that fell back to another candidate is a miss
+        if (
+            self.sticky == "hit"
+            and self.candidate is not None
+            and self.candidate is not self.sticky_to
+        ):
+            return b"miss"
+        return self.sticky.encode() if self.sticky is not None else b""
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -11,6 +11,7 @@ from arbstr.logs import set_redactor
 from arbstr.records import MemorySink, RatioBook, RecordSink
 from arbstr.redact import Redactor
 from arbstr.routing import FundsBoard, HealthBoard
+from arbstr.routing.sticky import Conversations
 from arbstr.routstr.balance_poll import BalancePoller
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
@@ -43,6 +44,8 @@ class Gateway:
         # what each provider's key can pay, from 402s, successes and polled balances
         self.funds = FundsBoard(p.name for p in config.providers)
         self.balances = BalancePoller(config.providers, self.funds)
+        # conversation -> where it was last answered (follow-ups stick to it)
+        self.sticky = Conversations(s.sticky_conversations, s.sticky_idle_s)
         self.sink: RecordSink = sink if sink is not None else MemorySink()
         # a Store sink is the request log: /health, /v1/stats, /v1/requests and the
         # persisted learned ratios use it; close() flushes it

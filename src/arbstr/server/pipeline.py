@@ -34,6 +34,7 @@ from arbstr.routing import (
     tier_map,
 )
 from arbstr.routing.complexity import score
+from arbstr.routing.sticky import Sticky, conversation_key, higher_tier, prefer
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.disconnect import DisconnectWatch
@@ -164,34 +165,48 @@ class ApiHandler(HotPaths):
 
     async def _prepare(self, scope: Scope, receive: Receive, ex: Exchange) -> Prepared:
         """Read the request, then :meth:`plan` it (the dry run ``POST /v1/route`` plans too)."""
-        body, policy_header, tier_header = await self.read(scope, receive)
-        plan = self.plan(body, policy_header, tier_header, ex)
+        body, policy_header, tier_header, session = await self.read(scope, receive)
+        plan = self.plan(body, policy_header, tier_header, ex, session)
         req, r = plan.request, plan.route
         extra = _forwarded(scope, self._forward) if self._forward else b""
         return Prepared(
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, plan.reserve, extra
         )
 
-    async def read(self, scope: Scope, receive: Receive) -> tuple[bytes, str | None, str | None]:
-        """The body and the ``X-Arbstr-Policy`` / ``X-Arbstr-Tier`` headers."""
+    async def read(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[bytes, str | None, str | None, bytes | None]:
+        """The body, the ``X-Arbstr-Policy`` / ``X-Arbstr-Tier`` headers and the conversation's
+        session id (``X-Arbstr-Session``, else ``X-Claude-Code-Session-Id``)."""
         policy_header: str | None = None
         tier_header: str | None = None
         content_length: int | None = None
+        session: bytes | None = None
+        cc_session: bytes | None = None
         for k, v in scope["headers"]:
             if k == b"x-arbstr-policy":
                 policy_header = v.decode("latin-1")
             elif k == b"x-arbstr-tier":
                 tier_header = v.decode("latin-1").strip().lower()
+            elif k == b"x-arbstr-session":
+                session = v
+            elif k == b"x-claude-code-session-id":
+                cc_session = v
             elif k == b"content-length":
                 try:
                     content_length = int(v)
                 except ValueError:
                     raise InvalidRequest("invalid Content-Length header") from None
         body = await read_body(receive, self.gw.config.server.max_body_bytes, content_length)
-        return body, policy_header, tier_header
+        return body, policy_header, tier_header, session or cc_session
 
     def plan(
-        self, body: bytes, policy_header: str | None, tier_header: str | None, ex: Exchange
+        self,
+        body: bytes,
+        policy_header: str | None,
+        tier_header: str | None,
+        ex: Exchange,
+        session: bytes | None = None,
     ) -> Plan:
         """Parse, choose the policy, score, route (into ``ex`` as it goes). No I/O. Raises
         :class:`ArbstrError` as the route answers it."""
@@ -222,6 +237,11 @@ class ApiHandler(HotPaths):
         scored_tier = self._scored(req, ex, rule) if req.model in AUTO_MODELS else None
         features = req.features
         tier = chosen_tier(req.model, tier_header, scored_tier)
+        conversations = gw.sticky
+        key = conversation_key(session, req) if conversations.enabled else None
+        stuck = conversations.get(key) if key is not None else None
+        if stuck is not None and scored_tier is not None and tier_header is None:
+            tier = higher_tier(tier, stuck.tier)  # within a conversation: only upward
         r = route(
             self._served,
             rule,
@@ -236,6 +256,9 @@ class ApiHandler(HotPaths):
             images=features.images,
             tools=features.tools,
         )
+        if key is not None:
+            concrete = tier is None and req.model not in AUTO_MODELS
+            r = self._stick(ex, key, stuck, r, affords, concrete)
         ex.tier = r.tier
         if r.reason is not None:
             log.info("tier: %s", r.reason, extra=rid(ex))
@@ -251,6 +274,30 @@ class ApiHandler(HotPaths):
     @property
     def tiers(self) -> TierMap:
         return self._tiers
+
+    def _stick(
+        self,
+        ex: Exchange,
+        key: bytes,
+        stuck: Sticky | None,
+        r: Route,
+        affords: Callable[[Candidate], bool] | None,
+        concrete: bool,
+    ) -> Route:
+        """The route with the conversation's candidate first when it is usable (see
+        :func:`~arbstr.routing.sticky.prefer`), and the verdict for ``x-arbstr-sticky``."""
+        ex.sticky_key = key
+        if stuck is None:
+            ex.sticky = "new"
+            return r
+        health = self.gw.health
+
+        def usable(c: Candidate) -> bool:
+            return health.state(c.provider.name) != "open" and (affords is None or affords(c))
+
+        r, ex.sticky_to = prefer(r, stuck, by_provider_only=concrete, usable=usable)
+        ex.sticky = "miss" if ex.sticky_to is None else "hit"
+        return r
 
     def _scored(self, req: ApiRequest, ex: Exchange, rule: Rule) -> str | None:
         """Score an ``auto`` request (into ``ex``, for its headers and row) and say the tier

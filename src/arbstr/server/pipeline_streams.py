@@ -208,6 +208,9 @@ class StreamsMixin:
 
     def _record(self, ex: Exchange, o: Outcome) -> None:
         ex.recorded = True
+        c = ex.candidate
+        if o.success and ex.sticky_key is not None and c is not None:
+            self.gw.sticky.remember(ex.sticky_key, c.provider.name, c.model, ex.tier)
         record = record_of(ex, o, self.redact)
         self.gw.sink.submit(record)
         log_request(record, ex.attempts.header())
