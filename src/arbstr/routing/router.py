@@ -107,6 +107,8 @@ def _allowed(c: Candidate, names: Sequence[str]) -> bool:
 
 def _fitting(found: Sequence[Candidate], needs: Needs) -> tuple[list[Candidate], Misfit | None]:
     """The candidates whose model fits the request, and why the first that does not."""
+    if not any(c.provider.model_info for c in found):
+        return list(found), None  # nothing is known of any: every one fits (the usual case)
     ok: list[Candidate] = []
     first: Misfit | None = None
     for c in found:

@@ -25,11 +25,6 @@ _RANK = {t: i for i, t in enumerate(TIER_NAMES)}
 Verdict = Literal["hit", "miss", "new"]
 
 
-def _part(h: blake2b, data: bytes) -> None:
-    h.update(len(data).to_bytes(4, "little"))
-    h.update(data)
-
-
 def _text(text: str | None) -> bytes:
     if not text:
         return b""
@@ -45,18 +40,16 @@ def conversation_key(session: bytes | None, req: ApiRequest) -> bytes | None:
     text (each at most ``MAX_PREFIX_CHARS``). A single-turn request without a header is
     never keyed, and nothing is hashed for it."""
     if session:
-        h = blake2b(digest_size=16, person=b"arbstr-session")
-        _part(h, session[:MAX_PREFIX_CHARS])
+        parts = [b"s", session[:MAX_PREFIX_CHARS]]
     else:
         f = req.features
         if f.turns < 2:
             return None
-        h = blake2b(digest_size=16, person=b"arbstr-prefix")
-        _part(h, _text(f.system_text))
-        _part(h, _text(f.first_user_text))
-    _part(h, req.api.encode())
-    _part(h, _text(req.model))
-    return h.digest()
+        parts = [b"p", _text(f.system_text), _text(f.first_user_text)]
+    parts += (req.api.encode(), _text(req.model))
+    # each part length-prefixed, so that no two different lists hash the same bytes
+    data = b"".join(len(x).to_bytes(4, "little") + x for x in parts)
+    return blake2b(data, digest_size=16, person=b"arbstr-convo").digest()
 
 
 def higher_tier(a: str | None, b: str | None) -> str | None:
