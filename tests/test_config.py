@@ -99,7 +99,7 @@ def error_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> st
     return message[len(f"{path}: ") :]
 
 
-# --- the SPEC example ----------------------------------------------------------------------
+# --- the documented example ----------------------------------------------------------------------
 
 
 def test_spec_example_loads_into_the_right_values(tmp_path: Path) -> None:

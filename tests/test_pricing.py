@@ -88,7 +88,7 @@ def test_integer_form_of_tiny_and_huge_rates() -> None:
 
 
 def test_cost_examples() -> None:
-    # SPEC §2 example provider: 10 in, 30 out, base fee 1
+    # the README example provider: 10 in, 30 out, base fee 1
     assert cost_sats(Rates.of(10, 30, 1), 1000, 1000) == Decimal("41.000")
     assert cost_sats(Rates.of(10, 30, 1), 0, 0) == Decimal("1.000")
     assert cost_sats(Rates.of(1.5, 6), 100, 200) == Decimal("1.350")
