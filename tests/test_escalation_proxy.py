@@ -217,10 +217,10 @@ async def test_messages_refusal_escalates(
     assert json.loads(raw)["content"][0]["text"] == "sure"
 
 
-async def test_a_stream_never_escalates(
+async def test_a_stream_escalates_only_with_escalate_streams(
     fake_upstream: FakeUpstream, beta: FakeUpstream, proxies: list[ProxyThread]
 ) -> None:
-    proxy = start(proxies, fake_upstream, beta, escalate=True, escalate_streams=True)
+    proxy = start(proxies, fake_upstream, beta, escalate=True)
     fake_upstream.push(Completion("cut", finish_reason="length"))
     status, headers, raw = await post(proxy, chat(stream=True))
     assert status == 200 and "x-arbstr-escalated" not in headers

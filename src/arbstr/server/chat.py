@@ -11,7 +11,8 @@ from arbstr.routing import Candidate, cost_msats
 from arbstr.server.charge import Charge
 from arbstr.server.delivery import SSE_HEADERS, trailer_event
 from arbstr.server.disconnect import DisconnectWatch
-from arbstr.server.escalate import Answer, Escalations, escalated_header
+from arbstr.server.escalate import Answer, escalated_header
+from arbstr.server.escalate_stream import StreamEscalations
 from arbstr.server.exchange import Exchange
 from arbstr.server.http import Send, send_bytes
 from arbstr.server.outcome import (
@@ -27,7 +28,7 @@ from arbstr.upstream import StreamRelay, provider_cost_msats
 from arbstr.upstream.client import JsonReply, StreamReply
 
 
-class HotPaths(Escalations):
+class HotPaths(StreamEscalations):
     # -- non-streaming ------------------------------------------------------------------------
 
     async def _complete(

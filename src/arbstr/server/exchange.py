@@ -43,6 +43,7 @@ class Exchange:
     streaming: bool = False
     escalated_from: str | None = None  # a re-ask one tier up: the request id it re-asks
     escalation: str | None = None  # ... and the failure signal's reason code
+    note: str | None = None  # a successful answer's error_message: why it was re-asked
     est_input_tokens: int = 0
     est_output_tokens: int = 0
     candidate: Candidate | None = None  # the one being (or last) tried

@@ -105,6 +105,18 @@ class StreamsMixin:
             return
         cand, sr = delivered
         assert isinstance(sr, StreamReply)
+        await self._relay(prep, ex, send, watch, cand, sr)
+
+    async def _relay(
+        self,
+        prep: Prepared,
+        ex: Exchange,
+        send: Send,
+        watch: DisconnectWatch,
+        cand: Candidate,
+        sr: StreamReply,
+    ) -> None:
+        """The stream from ``cand`` to the client, and its row."""
         if self.openai_relay and not self.translated(cand):
             await self._stream_openai(prep, ex, send, watch, cand, sr)  # (HotPaths)
         else:
@@ -208,6 +220,8 @@ class StreamsMixin:
 
     def _record(self, ex: Exchange, o: Outcome) -> None:
         ex.recorded = True
+        if ex.note is not None and o.success and o.error_message is None:
+            o.error_message = ex.note  # (an answer re-asked a tier up)
         c = ex.candidate
         if o.success and ex.sticky_key is not None and c is not None:
             self.gw.sticky.remember(ex.sticky_key, c.provider.name, c.model, ex.tier)
