@@ -8,6 +8,7 @@ import typer
 from arbstr import __version__
 from arbstr.cli import config_cmds, discover_cmd, log_cmds, route_cmd
 from arbstr.cli.connect import connect
+from arbstr.cli.init_cmd import init
 from arbstr.cli.serve import serve
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.command()(init)
 app.command()(serve)
 app.command()(config_cmds.check)
 app.command()(config_cmds.providers)

@@ -1,0 +1,86 @@
+"""``arbstr init``: write a starter ``config.toml`` for a Routstr node (mode 600, a backup
+kept when ``--force`` replaces a file), then ``check`` it and print the next steps."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from arbstr.cli.common import ConfigOpt, console, esc, fail
+from arbstr.cli.init_render import DEFAULT_ROUTSTR_URL, next_steps, plan_key, render_config
+from arbstr.config import config_from_data, resolve_config_path
+from arbstr.errors import ConfigError
+
+
+def init(
+    routstr: Annotated[
+        str, typer.Option("--routstr", help="the Routstr node's API URL")
+    ] = DEFAULT_ROUTSTR_URL,
+    config: ConfigOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an existing file (a backup is kept)")
+    ] = False,
+) -> None:
+    """Write a commented config.toml for a Routstr node, check it, print the next steps."""
+    from arbstr.cli.config_cmds import check
+
+    path = resolve_config_path(config)
+    key = plan_key(os.environ)
+    text = render_config(routstr, key)
+    try:  # refuse a bad --routstr before anything is written
+        config_from_data(tomllib.loads(text), source=str(path), env=os.environ)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if path.exists() and not force:
+        raise fail(f"{path} exists; pass --force to replace it (a backup is kept)")
+    try:
+        backup = write_config(path, text)
+    except OSError as exc:
+        raise fail(f"{path}: cannot write: {exc}") from None
+    out = console()
+    out.print(f"wrote {esc(str(path))} (mode 600)", markup=False)
+    if backup is not None:
+        out.print(f"  previous file kept as {esc(str(backup))}", markup=False)
+    out.print(f"  key from the environment variable {key.variable}", markup=False)
+    check(str(path))
+    out.print("next steps:", markup=False)
+    for step in next_steps(key):
+        out.print(f"  {step}", markup=False)
+
+
+def write_config(path: Path, text: str, now: datetime | None = None) -> Path | None:
+    """Write ``text`` to ``path`` atomically with mode 0600; an existing file is first
+    copied to ``<name>.bak-<UTC time>`` (0600 too: it may name secrets). Returns the backup."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backup: Path | None = None
+    if path.exists():
+        backup = _backup_name(path, now or datetime.now(UTC))
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(path.read_bytes())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return backup
+
+
+def _backup_name(path: Path, now: datetime) -> Path:
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    candidate = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    return candidate
