@@ -3,6 +3,7 @@ against a hand-computed fixture (a day boundary, a week boundary, empty buckets)
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,10 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from arbstr.cli import app
+from arbstr.cli.bars import BAR, bar_length
 from arbstr.errors import InvalidParameter
 from arbstr.storage import Store, buckets, encode, parse_stats_params, read_stats
 from logdata import record
@@ -183,3 +187,72 @@ def test_fill_keeps_every_key_in_order_and_only_those(
 def test_week_keys_use_the_iso_week_year() -> None:
     assert buckets.key_of("week", datetime(2027, 1, 1, tzinfo=UTC)) == "2026-W53"
     assert buckets.key_of("week", datetime(2024, 12, 30, tzinfo=UTC)) == "2025-W01"
+
+
+# --- arbstr stats --by --------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    for var in ("ARBSTR_DB", "ARBSTR_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # the chart still keeps to 80 columns
+    return CliRunner()
+
+
+def chart_lines(runner: CliRunner, log: str, unit: str) -> list[str]:
+    args = ["stats", "--db", log, "--since", SINCE, "--until", UNTIL, "--by", unit]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_cli_draws_sats_per_day_within_80_columns(runner: CliRunner, log: str) -> None:
+    lines = chart_lines(runner, log, "day")
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0] == (
+        "arbstr sats per day (UTC), 2026-11-27T22:30:00.000Z to 2026-12-01T01:10:00.000Z"
+    )
+    assert lines[-1] == "total 3.343 sats, 5 requests, 5 days; longest bar 2.002 sats"
+    body = lines[1:-1]
+    assert [line.split()[0] for line in body] == [
+        "2026-11-27",
+        "2026-11-28",
+        "2026-11-29",
+        "2026-11-30",
+        "2026-12-01",
+    ]
+    assert [line.split()[-1] for line in body] == ["0.000", "1.001", "2.002", "0.333", "0.007"]
+    bars = [line.count(BAR) for line in body]
+    room = 80 - len("2026-11-27") - len("0.000") - 2  # the longest bar fills the room
+    assert bars == [0, round(1.001 / 2.002 * room), room, round(0.333 / 2.002 * room), 0]
+    assert all(len(line) == 80 for line in body)  # numbers right-aligned at column 80
+
+
+def test_cli_hours_fit_too_and_json_is_the_route_document(runner: CliRunner, log: str) -> None:
+    lines = chart_lines(runner, log, "hour")
+    assert len(lines) == 76 + 2 and all(len(line) <= 80 for line in lines)
+    assert max(line.count(BAR) for line in lines) == 80 - 20 - 5 - 2
+    args = ["stats", "--db", log, "--since", SINCE, "--until", UNTIL, "--by", "week", "--json"]
+    got = json.loads(runner.invoke(app, args).stdout)
+    assert got == stats(log, "week")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--by", "month"], "--by: expected one of hour, day, week"),
+        (["--by", "day", "--group-by", "model"], "--by: give either"),
+        (["--by", "hour", "--since", "2020-01-01"], "--by:"),
+    ],
+)
+def test_cli_bad_by(runner: CliRunner, log: str, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["stats", "--db", log, *args])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_bar_length_is_proportional() -> None:
+    assert bar_length(0.0, 0.0, 50) == 0
+    assert bar_length(5.0, 10.0, 50) == 25
+    assert bar_length(10.0, 10.0, 50) == 50
