@@ -256,3 +256,10 @@ def test_bar_length_is_proportional() -> None:
     assert bar_length(0.0, 0.0, 50) == 0
     assert bar_length(5.0, 10.0, 50) == 25
     assert bar_length(10.0, 10.0, 50) == 50
+
+
+def test_group_by_day_table_keeps_time_order(runner: CliRunner, log: str) -> None:
+    args = ["stats", "--db", log, "--since", SINCE, "--until", UNTIL, "--group-by", "day"]
+    out = runner.invoke(app, args).stdout
+    days = [line.split()[0] for line in out.splitlines() if line.strip().startswith("2026-")]
+    assert days == sorted(days) and len(days) == 5
