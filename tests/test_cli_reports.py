@@ -215,7 +215,7 @@ def test_requests_table(runner: CliRunner, tmp_path: Path) -> None:
         (["requests", "--page", "0"], "--page:"),
         (["requests", "--sort", "model"], "--sort: expected one of timestamp, cost_sats"),
         (["requests", "--order", "up"], "--order:"),
-        (["stats", "--group-by", "day"], "--group-by: expected one of model, provider, policy"),
+        (["stats", "--group-by", "month"], "--group-by: expected one of model, provider, policy"),
         (["stats", "--range", "last_2d"], "--range:"),
         (["stats", "--range", "last_1h", "--since", "2024-01-01"], "--range:"),
         (["stats", "--since", "yesterday"], "--since: expected an ISO 8601"),

@@ -503,7 +503,12 @@ async def test_requests_route_filters_pages_and_sorts(
     ("route", "query", "param"),
     [
         ("/v1/stats", "range=last_2d", "range"),
-        ("/v1/stats", "group_by=day", "group_by"),
+        ("/v1/stats", "group_by=month", "group_by"),
+        ("/v1/stats", "group_by=hour&range=last_30d", None),  # 721 buckets: fine
+        ("/v1/stats", "group_by=hour&since=2026-01-01&until=2026-02-11T15:59:59Z", None),
+        ("/v1/stats", "group_by=hour&since=2026-01-01&until=2026-02-11T16:00:00Z", "group_by"),
+        ("/v1/stats", "group_by=day&since=2020-01-01", "group_by"),
+        ("/v1/stats", "group_by=week&until=2026-01-01", "group_by"),  # no start
         ("/v1/stats", "since=yesterday", "since"),
         ("/v1/stats", "range=last_1h&since=2024-01-01", "range"),
         ("/v1/stats", "model=a&model=b", "model"),

@@ -63,6 +63,7 @@ def _report(
     kind: str,
     as_json: bool,
     group_by: str | None = None,
+    by: str | None = None,
 ) -> None:
     from arbstr import storage
     from arbstr.errors import DatabaseUnavailable, InvalidParameter
@@ -76,7 +77,8 @@ def _report(
         else:
             result = storage.read_requests(path, storage.parse_requests_params(given))
     except InvalidParameter as exc:
-        raise fail(f"--{exc.param.replace('_', '-')}: {exc.reason}") from None
+        name = "by" if by is not None and exc.param == "group_by" else exc.param
+        raise fail(f"--{name.replace('_', '-')}: {exc.reason}") from None
     except DatabaseUnavailable as exc:
         raise fail(exc.message) from None
     if as_json:  # the very document the server sends, indented
@@ -89,6 +91,11 @@ def _report(
         stats_table,
     )
 
+    if isinstance(result, storage.Stats) and by is not None:
+        from arbstr.cli.bars import chart
+
+        print("\n".join(chart(result, by, min(console().width, 80))))
+        return
     out = console()
     if isinstance(result, storage.Stats):
         out.print(stats_table(result, group_by))
@@ -142,14 +149,22 @@ def stats(
     group_by: Annotated[
         str | None, typer.Option("--group-by", "-g", help="model | provider | policy | api | tier")
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="hour | day | week: sats per UTC bucket as a bar chart"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
+    if by is not None and group_by is not None:
+        raise fail("--by: give either --by or --group-by, not both")
+    if by is not None and by not in ("hour", "day", "week"):
+        raise fail(f"--by: expected one of hour, day, week, got {by!r}")
     params = {
         **_filters(range_, since, until, model, provider, policy, api, tier),
-        "group_by": group_by,
+        "group_by": by or group_by,
     }
-    _report(db, config, params, "stats", as_json, group_by)
+    _report(db, config, params, "stats", as_json, group_by, by)
 
 
 def requests(

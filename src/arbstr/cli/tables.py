@@ -57,7 +57,10 @@ def stats_table(result: Stats, group_by: str | None) -> Table:
     for col in ("reqs", "ok", "err", "stream", "sats", "in tok", "out tok", "avg", "p50", "p95"):
         table.add_column(col, justify="right", no_wrap=True)
     groups = result.groups or {}
-    for name, g in sorted(groups.items(), key=lambda kv: (-kv[1].costs.total_cost_sats, kv[0])):
+    rows = list(groups.items())
+    if group_by not in ("hour", "day", "week"):  # time buckets stay in time order
+        rows.sort(key=lambda kv: (-kv[1].costs.total_cost_sats, kv[0]))
+    for name, g in rows:
         table.add_row(*_stats_cells(name, g.counts, g.costs, g.performance))
     if groups:
         table.add_section()

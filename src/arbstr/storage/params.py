@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from arbstr.errors import InvalidParameter
+from arbstr.storage import buckets
 
 RANGES: dict[str, timedelta] = {
     "last_1h": timedelta(hours=1),
@@ -23,7 +24,8 @@ RANGES: dict[str, timedelta] = {
     "last_30d": timedelta(days=30),
 }
 DEFAULT_RANGE = "last_7d"
-GROUP_BY = ("model", "provider", "policy", "api", "tier")
+GROUP_BY = ("model", "provider", "policy", "api", "tier")  # columns
+GROUP_BY_TIME = buckets.UNITS  # UTC time buckets, see arbstr.storage.buckets
 SORTS = ("timestamp", "cost_sats", "latency_ms")
 ORDERS = ("asc", "desc")
 MAX_PER_PAGE = 100
@@ -212,9 +214,24 @@ def _filters(params: Mapping[str, str], now: datetime | None, default_range: str
 
 
 def parse_stats_params(params: Mapping[str, str], *, now: datetime | None = None) -> StatsQuery:
-    """Parameters of ``/v1/stats`` (no time filter: the last 7 days)."""
+    """Parameters of ``/v1/stats`` (no time filter: the last 7 days). Grouped by time, the
+    range must have a start and span at most :data:`~arbstr.storage.buckets.MAX_BUCKETS`."""
     p = _check_names(params, STATS_PARAMS)
-    return StatsQuery(_filters(p, now, DEFAULT_RANGE), _choice(p, "group_by", GROUP_BY))
+    filters = _filters(p, now, DEFAULT_RANGE)
+    group_by = _choice(p, "group_by", (*GROUP_BY, *GROUP_BY_TIME))
+    if group_by in GROUP_BY_TIME:
+        if filters.since is None or filters.until is None:
+            raise InvalidParameter("group_by", f"{group_by} buckets need since (or range)")
+        n = buckets.count(
+            group_by, parse_time("since", filters.since), parse_time("until", filters.until)
+        )
+        if n > buckets.MAX_BUCKETS:
+            raise InvalidParameter(
+                "group_by",
+                f"{n:,} {group_by} buckets from since to until, at most"
+                f" {buckets.MAX_BUCKETS:,}: narrow the range or use a longer bucket",
+            )
+    return StatsQuery(filters, group_by)
 
 
 def parse_requests_params(

@@ -16,11 +16,22 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from arbstr.errors import DatabaseUnavailable
-from arbstr.storage.params import GROUP_BY, NO_KEY, ORDERS, SORTS, RequestsQuery, StatsQuery
+from arbstr.storage import buckets
+from arbstr.storage.params import (
+    GROUP_BY,
+    GROUP_BY_TIME,
+    NO_KEY,
+    ORDERS,
+    SORTS,
+    RequestsQuery,
+    StatsQuery,
+    parse_time,
+)
 from arbstr.storage.payloads import (
     Compared,
     Cost,
@@ -138,22 +149,49 @@ def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
     result = Stats(q.filters.since, q.filters.until, total.counts, total.costs, total.performance)
     if total.counts.escalated:
         result.escalations = _escalations(conn, where, args)
-    if q.group_by is not None:
+    if q.group_by in GROUP_BY_TIME:
+        result.groups = _time_groups(conn, q, where, args)
+    elif q.group_by is not None:
         key = q.group_by
         if key not in GROUP_BY:  # it becomes SQL text: whitelisted, never trusted
             raise ValueError(f"group_by must be one of {GROUP_BY}")
-        pct = _percentiles(conn, key, where, args)
-        groups: dict[str, GroupStats] = {}
-        sql = (
-            f"SELECT g, {_AGGREGATES} FROM (SELECT {key} AS g, {_BOUNDED} FROM requests{where})"  # noqa: S608
-            " GROUP BY g ORDER BY g"
-        )
-        for row in conn.execute(sql, args):
-            g = row[0]
-            g50, g95 = pct.get(g, (None, None))
-            groups[NO_KEY if g is None else str(g)] = _group(iter(row[1:]), g50, g95)
-        result.groups = groups
+        groups = _grouped(conn, key, where, args)
+        result.groups = {NO_KEY if g is None else str(g): s for g, s in groups.items()}
     return result
+
+
+def _grouped(
+    conn: sqlite3.Connection, key: str, where: str, args: list[object]
+) -> dict[object, GroupStats]:
+    """Stats per value of the SQL expression ``key`` (whitelisted text), in its order."""
+    pct = _percentiles(conn, key, where, args)
+    sql = (
+        f"SELECT g, {_AGGREGATES} FROM (SELECT {key} AS g, {_BOUNDED} FROM requests{where})"  # noqa: S608
+        " GROUP BY g ORDER BY g"
+    )
+    groups: dict[object, GroupStats] = {}
+    for row in conn.execute(sql, args):
+        g50, g95 = pct.get(row[0], (None, None))
+        groups[row[0]] = _group(iter(row[1:]), g50, g95)
+    return groups
+
+
+def _time_groups(
+    conn: sqlite3.Connection, q: StatsQuery, where: str, args: list[object]
+) -> dict[str, GroupStats]:
+    """Every bucket of since..until in time order, the empty ones as an empty range reads."""
+    unit, since, until = q.group_by or "", q.filters.since, q.filters.until
+    if since is None or until is None:
+        raise ValueError("time buckets need since and until")
+    found = _grouped(conn, buckets.sql_key(unit), where, args)
+    if unit == "week":  # SQL names a week by its Monday
+        found = {buckets.week_key(date.fromisoformat(str(g))): s for g, s in found.items() if g}
+    empty_sql = f"SELECT {_AGGREGATES} FROM (SELECT {_BOUNDED} FROM requests WHERE 0)"  # noqa: S608
+    empty = conn.execute(empty_sql).fetchone()
+    keys = buckets.keys(unit, parse_time("since", since), parse_time("until", until))
+    return buckets.fill(
+        keys, {str(g): s for g, s in found.items()}, lambda: _group(iter(empty), None, None)
+    )
 
 
 def _escalations(
