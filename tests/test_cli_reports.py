@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from arbstr.cli import app
+from arbstr.cli.tables import id_suffixes
 from arbstr.records import RequestRecord
 from arbstr.storage import Store, schema
 from logdata import assert_stats_match, expected_stats, record, ts, where
@@ -374,3 +377,24 @@ def test_stats_shows_escalations(runner: CliRunner, tmp_path: Path) -> None:
     assert "escalations" in table and "economy->standard" in table and "invalid_json" in table
     fill(tmp_path / "none.db", [record(tier="economy")])
     assert "escalations" not in run(runner, "stats", "--db", "none.db").stdout
+
+
+def test_request_ids_are_shown_by_their_distinguishing_suffix() -> None:
+    """Time-ordered ids of one minute share their first 8 characters: the ends tell them apart."""
+    same_minute = [
+        "01a231bc-0000-7000-8000-0000000a1b2c",
+        "01a231bc-0001-7000-8000-0000000c3d4e",
+        "01a231bc-0002-7000-8000-00000005f607",
+    ]
+    assert id_suffixes(same_minute) == ["000a1b2c", "000c3d4e", "0005f607"]
+    # endings that agree for 8 characters: as many more as it takes, the same for all
+    close = ["x-aaaa-12345678", "x-bbbb-12345678", "x-cccc-99999999"]
+    assert id_suffixes(close) == ["a-12345678", "b-12345678", "c-99999999"]
+    assert id_suffixes([]) == [] and id_suffixes(["short"]) == ["short"]
+
+
+@given(st.lists(st.uuids().map(str), max_size=30))
+def test_id_suffixes_stay_distinct(ids: list[str]) -> None:
+    shown = id_suffixes(ids)
+    assert len(set(shown)) == len(set(ids))
+    assert all(full.endswith(part) for full, part in zip(ids, shown, strict=True))

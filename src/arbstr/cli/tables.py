@@ -4,6 +4,8 @@ Imported only by those commands, so rich stays out of ``serve``'s start-up."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich import box
 from rich.markup import escape
 from rich.table import Table
@@ -133,8 +135,22 @@ def _when(ts: str, short: bool) -> str:
     return ts[5 if short else 0 : 19].replace("T", " ")
 
 
+SHORT_ID_CHARS = 8
+
+
+def id_suffixes(ids: Sequence[str], at_least: int = SHORT_ID_CHARS) -> list[str]:
+    """Each id by its distinguishing suffix: the shortest common length (``at_least`` or more)
+    at which the ids' endings all differ. Request ids are time-ordered UUIDv7s, so their
+    starts repeat within a minute while their random endings do not."""
+    longest = max((len(i) for i in ids), default=0)
+    n = at_least
+    while n < longest and len({i[-n:] for i in ids}) < len(set(ids)):
+        n += 1
+    return [i[-n:] if len(i) > n else i for i in ids]
+
+
 def requests_table(result: RequestsPage, *, short_ids: bool = False) -> Table:
-    """``short_ids``: the first 8 characters of each request id (enough to grep the logs)."""
+    """``short_ids``: each request id by its distinguishing suffix (enough to grep the logs)."""
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -153,7 +169,8 @@ def requests_table(result: RequestsPage, *, short_ids: bool = False) -> Table:
     for col in ("tokens", "sats", "ms"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("result")
-    for r in result.data:
+    shown = id_suffixes([r.request_id for r in result.data]) if short_ids else None
+    for i, r in enumerate(result.data):
         err = r.error
         if err is None:
             outcome = "ok"
@@ -163,7 +180,7 @@ def requests_table(result: RequestsPage, *, short_ids: bool = False) -> Table:
             outcome = f"[red]{status}[/] {escape(message)}".rstrip()
         table.add_row(
             _when(r.timestamp, short_ids),
-            escape(r.request_id[:8] if short_ids else r.request_id),
+            escape(shown[i] if shown is not None else r.request_id),
             escape(r.model or "-"),
             escape(r.provider or "-"),
             escape(r.policy or "-"),
