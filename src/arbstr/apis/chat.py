@@ -77,6 +77,26 @@ def check_model(model: str) -> None:
         )
 
 
+def require_model(model: str | msgspec.UnsetType) -> str:
+    """The body's ``model``: present, non-empty and :func:`check_model`-clean (400 if not)."""
+    if model is msgspec.UNSET or not model:
+        raise InvalidRequest("you must provide a model parameter", code="missing_model")
+    check_model(model)
+    return model
+
+
+def rewrite_model(body: bytes, req: ApiRequest, model: str) -> bytes:
+    """``body`` with ``model`` replaced when routing chose another; else unchanged bytes
+    (for APIs with nothing else to rewrite)."""
+    if model == req.model:
+        return body
+    obj: Any = _decode_any(body)
+    if not isinstance(obj, dict):  # parse accepted it, so it is an object
+        raise InvalidRequest("request body is not a JSON object", code="invalid_request")
+    obj["model"] = model
+    return _encode(obj)
+
+
 def parse_chat(body: bytes) -> ChatRequest:
     """Decode and check a chat completions body. Raises :class:`InvalidRequest` (400)."""
     try:
@@ -87,9 +107,7 @@ def parse_chat(body: bytes) -> ChatRequest:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
-    if view.model is msgspec.UNSET or not view.model:
-        raise InvalidRequest("you must provide a model parameter", code="missing_model")
-    check_model(view.model)
+    model = require_model(view.model)
     if view.messages is msgspec.UNSET or not view.messages:
         raise InvalidRequest("'messages' must be a non-empty array", code="missing_messages")
     chars = images = tool_results = 0
@@ -130,7 +148,7 @@ def parse_chat(body: bytes) -> ChatRequest:
     )
     return ApiRequest(
         api="chat",
-        model=view.model,
+        model=model,
         stream=bool(view.stream),
         text_chars=chars,
         last_user_text=last_user,

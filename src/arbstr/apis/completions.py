@@ -8,10 +8,9 @@ import msgspec
 
 from arbstr.apinames import ApiName
 from arbstr.apis.base import ApiRequest, Translator
-from arbstr.apis.chat import StreamOptions, check_model, upstream_body
+from arbstr.apis.chat import StreamOptions, require_model, upstream_body
 from arbstr.apis.openai import OpenAIChunkReader, openai_error, openai_stream_error
 from arbstr.apis.prompts import decode_error, read_prompt
-from arbstr.errors import InvalidRequest
 from arbstr.upstream.usage import ABSENT, Usage, completion_usage
 
 
@@ -40,14 +39,12 @@ class CompletionsApi:
             view = _decode_view(body)
         except msgspec.DecodeError as exc:
             raise decode_error(exc) from None
-        if view.model is msgspec.UNSET or not view.model:
-            raise InvalidRequest("you must provide a model parameter", code="missing_model")
-        check_model(view.model)
+        model = require_model(view.model)
         chars, last = read_prompt(view.prompt, "prompt")
         so = view.stream_options
         return ApiRequest(
             api="completions",
-            model=view.model,
+            model=model,
             stream=bool(view.stream),
             text_chars=chars,
             last_user_text=last,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import msgspec
 
 from arbstr.apis.base import ApiRequest
-from arbstr.apis.messages import anthropic_error, error_type, parse_messages, rewrite_model
+from arbstr.apis.chat import rewrite_model
+from arbstr.apis.messages import anthropic_error, error_type, parse_messages
 
 CHARS_PER_TOKEN = 4
 

@@ -3,13 +3,11 @@ usage is ``prompt_tokens`` and no output tokens. Pure."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from arbstr.apinames import ApiName
 from arbstr.apis.base import ApiRequest, Translator
-from arbstr.apis.chat import check_model
+from arbstr.apis.chat import require_model, rewrite_model
 from arbstr.apis.openai import OpenAIChunkReader, openai_error, openai_stream_error
 from arbstr.apis.prompts import decode_error, read_prompt
 from arbstr.errors import InvalidRequest
@@ -41,15 +39,13 @@ class EmbeddingsApi:
             view = _decode_view(body)
         except msgspec.DecodeError as exc:
             raise decode_error(exc) from None
-        if view.model is msgspec.UNSET or not view.model:
-            raise InvalidRequest("you must provide a model parameter", code="missing_model")
-        check_model(view.model)
+        model = require_model(view.model)
         if view.stream:
             raise InvalidRequest("embeddings do not stream: remove 'stream'", code="invalid_stream")
         chars, last = read_prompt(view.input, "input")
         return ApiRequest(
             api="embeddings",
-            model=view.model,
+            model=model,
             stream=False,
             text_chars=chars,
             last_user_text=last,
@@ -58,11 +54,7 @@ class EmbeddingsApi:
         )
 
     def upstream_body(self, body: bytes, req: ApiRequest, model: str) -> bytes:
-        if model == req.model:
-            return body
-        obj: Any = _decode_any(body)
-        obj["model"] = model
-        return _encode(obj)
+        return rewrite_model(body, req, model)
 
     def reply_usage(self, body: bytes, provider: str, request_id: str) -> Usage | None:
         usage = completion_usage(body, provider=provider, request_id=request_id)

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from arbstr.apis.base import ApiName, ApiRequest, RequestFeatures, Translator
-from arbstr.apis.chat import check_model
+from arbstr.apis.chat import check_model, rewrite_model
 from arbstr.apis.features import count_items, response_format, tool_choice_required
 from arbstr.apis.translate.via_chat import MESSAGES_VIA_CHAT
 from arbstr.apis.usage_fields import Where, count, ignored, reported_cost, total, usage_object
@@ -149,17 +149,6 @@ def parse_messages(body: bytes, *, need_max_tokens: bool = True) -> ApiRequest:
         max_tokens=max_tokens,
         features=features,
     )
-
-
-def rewrite_model(body: bytes, req: ApiRequest, model: str) -> bytes:
-    """``body`` with ``model`` replaced when routing chose another; else unchanged bytes."""
-    if model == req.model:
-        return body
-    obj: Any = _decode_any(body)
-    if not isinstance(obj, dict):  # parse accepted it, so it is an object
-        raise InvalidRequest("request body is not a JSON object", code="invalid_request")
-    obj["model"] = model
-    return _encode(obj)
 
 
 # -- usage ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from arbstr.apis.base import ApiName, ApiRequest, RequestFeatures, Translator
-from arbstr.apis.chat import check_model
+from arbstr.apis.chat import require_model, rewrite_model
 from arbstr.apis.features import count_items, first_byte, response_format, tool_choice_required
 from arbstr.apis.usage_fields import (
     Where,
@@ -143,9 +143,7 @@ def parse_responses(body: bytes) -> ApiRequest:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
-    if view.model is msgspec.UNSET or not view.model:
-        raise InvalidRequest("you must provide a model parameter", code="missing_model")
-    check_model(view.model)
+    model = require_model(view.model)
     chars = len(view.tools) if view.tools and view.tools != b"null" else 0
     last_user: str | None = None
     first_user: str | None = None
@@ -179,24 +177,13 @@ def parse_responses(body: bytes) -> ApiRequest:
     )
     return ApiRequest(
         api="responses",
-        model=view.model,
+        model=model,
         stream=bool(view.stream),
         text_chars=chars,
         last_user_text=last_user,
         max_tokens=view.max_output_tokens,
         features=features,
     )
-
-
-def rewrite_model(body: bytes, req: ApiRequest, model: str) -> bytes:
-    """``body`` with ``model`` replaced when routing chose another; else unchanged bytes."""
-    if model == req.model:
-        return body
-    obj: Any = _decode_any(body)
-    if not isinstance(obj, dict):  # parse accepted it, so it is an object
-        raise InvalidRequest("request body is not a JSON object", code="invalid_request")
-    obj["model"] = model
-    return _encode(obj)
 
 
 # -- usage ------------------------------------------------------------------------------------

@@ -125,25 +125,8 @@ class Escalations(StreamsMixin):
                 log.info("escalation (%s): no tier above %s fits", reason, ex.tier, extra=rid(ex))
                 return prep, ex, answer
             self._answered(prep, ex, answer, f"escalated: {reason}")
-            nxt = self._reask_exchange(ex, r, reason)
+            nxt, again = self._reask(prep, ex, r, reason)
             trail.append(nxt)
-            log.info(
-                "escalated %s->%s (%s) as %s",
-                ex.tier,
-                r.tier,
-                reason,
-                nxt.request_id,
-                extra=rid(ex),
-            )
-            again = Prepared(
-                self.api,
-                self.api.upstream_body(prep.original, prep.request, r.model),
-                prep.request,
-                r,
-                prep.original,
-                prep.reserve,
-                prep.extra_head,
-            )
             try:
                 delivered = await self._attempts(again, nxt, _discard, watch, False)
             except asyncio.CancelledError:
@@ -156,7 +139,11 @@ class Escalations(StreamsMixin):
             assert isinstance(reply, JsonReply)
             prep, ex, answer = again, nxt, self._answer(nxt, cand, reply)
 
-    def _reask_exchange(self, ex: Exchange, r: Route, reason: str) -> Exchange:
+    def _reask(
+        self, prep: Prepared, ex: Exchange, r: Route, reason: str
+    ) -> tuple[Exchange, Prepared]:
+        """The re-ask of ``ex`` on route ``r`` (one tier up): its own exchange, which names
+        the one it escalates, and the request prepared for that route."""
         nxt = Exchange(new_request_id(), time.perf_counter(), iso_now(), ex.api)
         nxt.model = r.model
         nxt.policy = ex.policy
@@ -167,4 +154,16 @@ class Escalations(StreamsMixin):
         nxt.est_output_tokens = ex.est_output_tokens
         nxt.escalated_from = ex.request_id
         nxt.escalation = reason
-        return nxt
+        log.info(
+            "escalated %s->%s (%s) as %s", ex.tier, r.tier, reason, nxt.request_id, extra=rid(ex)
+        )
+        again = Prepared(
+            self.api,
+            self.api.upstream_body(prep.original, prep.request, r.model),
+            prep.request,
+            r,
+            prep.original,
+            prep.reserve,
+            prep.extra_head,
+        )
+        return nxt, again

@@ -78,25 +78,8 @@ class StreamEscalations(Escalations):
             if r is None:
                 log.info("escalation (%s): no tier above %s fits", reason, ex.tier, extra=rid(ex))
                 break
-            nxt = self._reask_exchange(ex, r, reason)
+            nxt, again = self._reask(prep, ex, r, reason)
             trail.append(nxt)
-            log.info(
-                "escalated %s->%s (%s) as %s",
-                ex.tier,
-                r.tier,
-                reason,
-                nxt.request_id,
-                extra=rid(ex),
-            )
-            again = Prepared(
-                self.api,
-                self.api.upstream_body(prep.original, prep.request, r.model),
-                prep.request,
-                r,
-                prep.original,
-                prep.reserve,
-                prep.extra_head,
-            )
             ex.note = f"escalated: {reason}"
             try:
                 up = await self._attempts(again, nxt, _discard, watch, True)
