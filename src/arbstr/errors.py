@@ -11,6 +11,7 @@ class ArbstrError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # sent with the error body
 
     def __init__(
         self,
@@ -130,3 +131,12 @@ _encoder = msgspec.json.Encoder()
 
 def error_body(message: str, type: str, code: str | None) -> bytes:
     return _encoder.encode({"error": {"message": message, "type": type, "code": code}})
+
+
+class BudgetExceeded(ArbstrError):
+    """A ``reject`` budget covering the request is used up (429); the client's SDK is told
+    not to retry before the budget resets."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"

@@ -124,3 +124,9 @@ def format_msats(msats: int) -> str:
 
 def msats_to_sats(msats: int | float | Decimal) -> Decimal:
     return _EXACT.divide(to_decimal(msats), _THOUSAND).quantize(_MSAT, context=_EXACT)
+
+
+def sats_to_msats(sats: float | int | str | Decimal) -> int:
+    """An amount in sats (as written in a config, e.g. ``2.5``) as whole millisats, half-up."""
+    exact = _EXACT.multiply(to_decimal(sats), _THOUSAND)
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_EXACT))

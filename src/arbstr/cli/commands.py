@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from arbstr import __version__
-from arbstr.cli import config_cmds, discover_cmd, log_cmds, route_cmd
+from arbstr.cli import budgets_cmd, config_cmds, discover_cmd, log_cmds, route_cmd
 from arbstr.cli.connect import connect
 from arbstr.cli.init_cmd import init
 from arbstr.cli.serve import serve
@@ -26,6 +26,7 @@ app.command()(config_cmds.providers)
 app.command()(config_cmds.balance)
 app.command()(log_cmds.stats)
 app.command()(log_cmds.requests)
+app.command()(budgets_cmd.budgets)
 app.command()(discover_cmd.discover)
 app.command()(route_cmd.route)
 app.command()(connect)

@@ -44,7 +44,7 @@ TierOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the /v1/… JSON instead of a table")]
 
 
-def _db_path(db: str | None, config: str | None) -> str:
+def db_path(db: str | None, config: str | None) -> str:
     """The log's path; a config file is optional here unless --config or $ARBSTR_CONFIG names
     one."""
     path = resolve_config_path(config)
@@ -68,7 +68,7 @@ def _report(
     from arbstr import storage
     from arbstr.errors import DatabaseUnavailable, InvalidParameter
 
-    path = _db_path(db, config)
+    path = db_path(db, config)
     given = {k: v for k, v in params.items() if v is not None}
     result: storage.Stats | storage.RequestsPage
     try:

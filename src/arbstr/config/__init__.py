@@ -10,7 +10,17 @@ from arbstr.config.load import (
     resolve_config_path,
     resolve_db_path,
 )
-from arbstr.config.model import TIER_NAMES, Config, ModelInfo, Policies, Provider, Rule, Tier
+from arbstr.config.model import (
+    TIER_NAMES,
+    Budget,
+    Config,
+    ModelInfo,
+    Period,
+    Policies,
+    Provider,
+    Rule,
+    Tier,
+)
 from arbstr.config.schema import DEFAULT_LISTEN, RetrySettings, ServerSettings, Strategy
 from arbstr.config.secrets import convention_env_name, mask_secret
 
@@ -19,8 +29,10 @@ __all__ = [
     "DEFAULT_DB_PATH",
     "DEFAULT_LISTEN",
     "TIER_NAMES",
+    "Budget",
     "Config",
     "ModelInfo",
+    "Period",
     "Policies",
     "Provider",
     "RetrySettings",

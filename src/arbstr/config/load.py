@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from arbstr.apinames import ALL_APIS, ApiName
+from arbstr.config.budgeting import resolve_budgets
 from arbstr.config.complexity import resolve_complexity
 from arbstr.config.listen import parse_listen
 from arbstr.config.model import Config, Policies, Provider, Rule
@@ -304,6 +305,7 @@ def config_from_data(
         warnings=tuple(warnings),
         tiers=resolve_tiers(fc.tiers, fail),
         complexity=resolve_complexity(fc.complexity, fail),
+        budgets=resolve_budgets(fc.budgets, by_name, [p.name for p in providers], fail),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import msgspec
 
@@ -136,6 +137,46 @@ class Tier:
     models: tuple[str, ...]  # as configured (ids or aliases)
 
 
+Period = Literal["day", "week", "month"]  # a budget's UTC calendar window
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """At most ``limit_msats`` per ``per`` for the requests it covers: every request, or those
+    of one policy, model or provider (each given scope must match)."""
+
+    name: str
+    limit_msats: int
+    per: Period
+    action: Literal["reject", "downgrade"]
+    policy: str | None = None
+    model: str | None = None
+    provider: str | None = None
+
+    def covers(self, policy: str | None, model: str | None, provider: str | None) -> bool:
+        """Whether a request of ``policy`` answered by ``provider``'s ``model`` counts here
+        (a model matches with or without its vendor prefix: ``openai/gpt-4o`` is ``gpt-4o``)."""
+        if self.policy is not None and policy != self.policy:
+            return False
+        if self.provider is not None and provider != self.provider:
+            return False
+        want = self.model
+        if want is None or model == want:
+            return True
+        if model is None:
+            return False
+        return model.endswith("/" + want) or want.endswith("/" + model)
+
+    @property
+    def scope(self) -> str:
+        """``policy=code, model=gpt-4o``, or ``all requests``."""
+        parts = [f"{k}={v}" for k, v in self._scope_items() if v is not None]
+        return ", ".join(parts) or "all requests"
+
+    def _scope_items(self) -> tuple[tuple[str, str | None], ...]:
+        return (("policy", self.policy), ("model", self.model), ("provider", self.provider))
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from, or a description like "<mock>"
@@ -147,6 +188,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     tiers: tuple[Tier, ...] = ()  # configured [[tiers]], cheapest first
     complexity: ComplexitySettings = DEFAULT_COMPLEXITY
+    budgets: tuple[Budget, ...] = ()
 
     def with_listen(self, listen: str) -> Config:
         parse_listen(listen, where="--listen")

@@ -148,6 +148,18 @@ class ComplexitySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     frontier_from: Fraction = 0.70
 
 
+class BudgetSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One ``[[budgets]]`` entry: at most ``sats`` per UTC ``per`` within its scope."""
+
+    name: Name
+    sats: NonNeg
+    per: Literal["day", "week", "month"] = "day"
+    policy: Name | None = None
+    model: ModelName | None = None
+    provider: Name | None = None
+    action: Literal["reject", "downgrade"] = "reject"
+
+
 class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -156,3 +168,4 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     policies: PoliciesSection = PoliciesSection()
     tiers: list[TierSection] = []
     complexity: ComplexitySection = ComplexitySection()
+    budgets: list[BudgetSection] = []

@@ -1,4 +1,4 @@
-"""Low-traffic routes: /health, /providers, /v1/models."""
+"""Low-traffic routes: /health, /providers, /v1/models, /v1/balances, /v1/budgets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from arbstr.config import Provider
 from arbstr.money import Rates
 from arbstr.routstr import DiscoveryStatus, fetch_balances
+from arbstr.server.budgets import budgets_payload
 from arbstr.server.gateway import Gateway
 from arbstr.server.http import Send, send_json
 
@@ -108,3 +109,8 @@ async def balances(gw: Gateway, send: Send) -> None:
     """Each provider's balance from ``GET {url}/balance/info``; errors per provider."""
     results = await fetch_balances(await gw.upstream.get_session(), gw.config.providers)
     await send_json(send, 200, {"object": "list", "data": [b.as_json() for b in results]})
+
+
+async def budgets(gw: Gateway, send: Send) -> None:
+    """Each ``[[budgets]]`` entry: limit, use in its window, holds in flight, reset."""
+    await send_json(send, 200, budgets_payload(gw.budgets))

@@ -26,6 +26,7 @@ _GET_ROUTES: dict[str, AdminRoute] = {
     "/providers": admin.providers,
     "/v1/models": admin.models,
     "/v1/balances": admin.balances,
+    "/v1/budgets": admin.budgets,
 }
 # routes that read the query string
 _QUERY_ROUTES: dict[str, Callable[[Gateway, Scope, Send], Awaitable[None]]] = {

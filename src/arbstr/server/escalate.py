@@ -20,6 +20,7 @@ from arbstr.config import Provider, Rule
 from arbstr.errors import ArbstrError
 from arbstr.routing import Candidate, Route, TierMap, estimate_output_tokens, route
 from arbstr.routing.escalation import next_tier, signal
+from arbstr.server.budgets import admitted_reask, estimate, hold
 from arbstr.server.charge import Charge
 from arbstr.server.disconnect import DisconnectWatch
 from arbstr.server.exchange import Exchange, header_value
@@ -85,7 +86,7 @@ class Escalations(StreamsMixin):
             return estimate_output_tokens(req.max_tokens, in_tokens, learned)
 
         try:
-            return route(
+            r = route(
                 self._served,
                 rule,
                 req.model,
@@ -101,6 +102,13 @@ class Escalations(StreamsMixin):
             )
         except ArbstrError:
             return None
+        book = gw.budgets
+        if not book.enabled:
+            return r
+        up = admitted_reask(book, rule.name, r, estimate(in_tokens, out_tokens))
+        if up is None:
+            log.info("escalation to %s: not within the budgets", tier)
+        return up
 
     async def _escalated(
         self,
@@ -154,6 +162,14 @@ class Escalations(StreamsMixin):
         nxt.est_output_tokens = ex.est_output_tokens
         nxt.escalated_from = ex.request_id
         nxt.escalation = reason
+        book = self.gw.budgets
+        if book.enabled:
+            hold(
+                book,
+                nxt,
+                r.candidates[0],
+                estimate(nxt.est_input_tokens, lambda _: nxt.est_output_tokens),
+            )
         log.info(
             "escalated %s->%s (%s) as %s", ex.tier, r.tier, reason, nxt.request_id, extra=rid(ex)
         )

@@ -6,7 +6,9 @@ import time
 from dataclasses import dataclass, field
 
 from arbstr.apinames import ApiName
+from arbstr.money import format_msats
 from arbstr.routing import Candidate
+from arbstr.routing.budgets import Hold
 from arbstr.server.http import Headers
 from arbstr.upstream import AttemptLog
 
@@ -53,6 +55,8 @@ class Exchange:
     sticky: str | None = None  # hit | miss | new (x-arbstr-sticky), with a sticky_key
     sticky_to: Candidate | None = None  # the conversation's candidate, ranked first on a hit
     attempts: AttemptLog = field(default_factory=AttemptLog)
+    budget_hold: Hold | None = None  # what it holds against budgets until its row settles it
+    budget_left_msats: int | None = None  # the tightest covering budget's left, after the hold
 
     @property
     def provider(self) -> str | None:
@@ -77,6 +81,9 @@ class Exchange:
         retries = self.attempts.header()
         if retries is not None:
             h.append((b"x-arbstr-retries", retries.encode()))
+        if self.budget_left_msats is not None:
+            left = format_msats(max(0, self.budget_left_msats)).encode()
+            h.append((b"x-arbstr-budget-remaining-sats", left))
         return h
 
     def _sticky_verdict(self) -> bytes:

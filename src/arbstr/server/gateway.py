@@ -4,18 +4,24 @@ sink."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 from arbstr.config import Config
+from arbstr.errors import DatabaseUnavailable
 from arbstr.logs import set_redactor
 from arbstr.records import MemorySink, RatioBook, RecordSink
 from arbstr.redact import Redactor
 from arbstr.routing import FundsBoard, HealthBoard
+from arbstr.routing.budgets import BudgetBook
 from arbstr.routing.sticky import Conversations
 from arbstr.routstr.balance_poll import BalancePoller
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
+from arbstr.storage.spend import read_spent
 from arbstr.upstream import UpstreamClient
+
+log = logging.getLogger("arbstr.budgets")
 
 
 class Gateway:
@@ -54,6 +60,8 @@ class Gateway:
             ratios = self.store.ratios if self.store is not None else RatioBook()
         self.ratios = ratios
         self.rng = rng or random.Random()
+        # [[budgets]]: use in the current windows (from the request log at start) and holds
+        self.budgets = BudgetBook(config.budgets)
         # providers as routing sees them: with discovered prices, refreshed in the background
         self.prices = PriceBook(config.providers, rng=self.rng)
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
@@ -66,6 +74,7 @@ class Gateway:
 
     async def start(self) -> None:
         set_redactor(self.redactor)
+        await self.load_budgets()
         if self.prices.enabled:
             # first prices before serving (bounded; a failure only leaves that provider out)
             session = await self.upstream.get_session()
@@ -73,6 +82,18 @@ class Gateway:
             self.prices.start(session, self.discovery_timeout_s)
         if self.balances.enabled:  # in the background: serving does not wait for balances
             self.balances.start(self.upstream.get_session, self.discovery_timeout_s)
+
+    async def load_budgets(self) -> None:
+        """Each budget's use so far in its window, from the request log (before serving)."""
+        book = self.budgets
+        if not book.enabled or self.store is None:
+            return
+        try:
+            spent = await asyncio.to_thread(read_spent, self.store.path, book.earliest_start())
+        except DatabaseUnavailable as exc:
+            log.warning("budgets start from zero: %s", exc)
+            return
+        book.load(spent)
 
     async def close(self) -> None:
         try:

@@ -35,6 +35,7 @@ from arbstr.routing import (
 )
 from arbstr.routing.complexity import score
 from arbstr.routing.sticky import Sticky, conversation_key, higher_tier, prefer
+from arbstr.server.budgets import estimate, hold, within_budgets
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.disconnect import DisconnectWatch
@@ -168,6 +169,8 @@ class ApiHandler(HotPaths):
         body, policy_header, tier_header, session = await self.read(scope, receive)
         plan = self.plan(body, policy_header, tier_header, ex, session)
         req, r = plan.request, plan.route
+        if self.gw.budgets.enabled:  # (no await since the plan: no other request came between)
+            hold(self.gw.budgets, ex, r.candidates[0], estimate(plan.in_tokens, plan.out_tokens))
         extra = _forwarded(scope, self._forward) if self._forward else b""
         return Prepared(
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, plan.reserve, extra
@@ -259,12 +262,46 @@ class ApiHandler(HotPaths):
         if key is not None:
             concrete = tier is None and req.model not in AUTO_MODELS
             r = self._stick(ex, key, stuck, r, affords, concrete)
+        if gw.budgets.enabled:
+            r = self._budgeted(ex, r, req, rule, in_tokens, out_tokens, affords)
         ex.tier = r.tier
         if r.reason is not None:
             log.info("tier: %s", r.reason, extra=rid(ex))
         ex.model = r.model
         ex.est_output_tokens = out_tokens(r.model)
         return Plan(req, rule, r, tier, in_tokens, out_tokens, reserve, affords)
+
+    def _budgeted(
+        self,
+        ex: Exchange,
+        r: Route,
+        req: ApiRequest,
+        rule: Rule,
+        in_tokens: int,
+        out_tokens: Callable[[str], int],
+        affords: Callable[[Candidate], bool] | None,
+    ) -> Route:
+        """``r`` within the ``[[budgets]]`` (see :func:`within_budgets`)."""
+        gw = self.gw
+
+        def reroute(tier: str) -> Route:
+            return route(
+                self._served,
+                rule,
+                req.model,
+                in_tokens,
+                out_tokens,
+                gw.health.latency_ms,
+                affords,
+                tier=tier,
+                tiers=self._tiers,
+                max_tokens=req.max_tokens,
+                images=req.features.images,
+                tools=req.features.tools,
+            )
+
+        auto = req.model in AUTO_MODELS
+        return within_budgets(gw.budgets, ex, r, auto, reroute, estimate(in_tokens, out_tokens))
 
     @property
     def served(self) -> Sequence[Provider]:
@@ -390,7 +427,7 @@ class ApiHandler(HotPaths):
     ) -> None:
         err.message = self.redact.text(err.message)
         body = self.api.error_body(err.status, err.type, err.code, err.message)
-        await send_bytes(send, err.status, body, [JSON_CT, *ex.headers()])
+        await send_bytes(send, err.status, body, [JSON_CT, *ex.headers(), *err.headers])
         self._record(ex, failed(err.status, err.message, possibly_billed_msats))
 
     async def _crashed(self, ex: Exchange, out: TrackedSend, exc: Exception) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from arbstr.apis.base import Api, ApiRequest, StreamReader, Translator
 from arbstr.logs import log_request
 from arbstr.routing import Candidate, Route
+from arbstr.server.budgets import settle
 from arbstr.server.charge import Charge
 from arbstr.server.delivery import SSE_HEADERS
 from arbstr.server.disconnect import DisconnectWatch
@@ -226,6 +227,8 @@ class StreamsMixin:
         if o.success and ex.sticky_key is not None and c is not None:
             self.gw.sticky.remember(ex.sticky_key, c.provider.name, c.model, ex.tier)
         record = record_of(ex, o, self.redact)
+        if ex.budget_hold is not None:
+            settle(self.gw.budgets, ex, record)
         self.gw.sink.submit(record)
         log_request(record, ex.attempts.header())
 
