@@ -226,3 +226,41 @@ async def test_a_stream_escalates_only_with_escalate_streams(
     assert status == 200 and "x-arbstr-escalated" not in headers
     assert b"[DONE]" in raw and beta.requests == []
     assert len(await records(proxy, 1)) == 1
+
+
+async def test_a_re_ask_is_held_and_counted_by_the_budgets_and_refused_past_them(
+    fake_upstream: FakeUpstream, beta: FakeUpstream, proxies: list[ProxyThread]
+) -> None:
+    data = config(fake_upstream.url, beta.url, escalate=True)
+    data["budgets"] = [
+        {"name": "all", "sats": 1000},
+        {"name": "beta-cap", "sats": 0.5, "provider": "beta"},
+    ]
+    proxy = ProxyThread(make_config(data)).start()
+    proxies.append(proxy)
+    # standard's estimate does not fit beta's cap: no re-ask, the economy answer stands
+    fake_upstream.push(Completion("half", finish_reason="length", completion_tokens=7))
+    status, headers, _ = await post(proxy, chat())
+    assert status == 200 and "x-arbstr-escalated" not in headers
+    assert headers["x-arbstr-model"] == "tiny" and beta.requests == []
+    (row,) = await records(proxy, 1)
+    async with aiohttp.ClientSession() as s, s.get(proxy.url + "/v1/budgets") as r:
+        used = {b["name"]: b for b in (await r.json())["data"]}
+    assert used["all"]["used_sats"] * 1000 == row.cost_msats
+    assert used["all"]["in_flight_sats"] == 0.0
+    # with room on beta the re-ask goes, and both rows count
+    proxy.stop()
+    proxies.remove(proxy)
+    data["budgets"][1]["sats"] = 100
+    proxy = ProxyThread(make_config(data)).start()
+    proxies.append(proxy)
+    fake_upstream.push(Completion("half", finish_reason="length", completion_tokens=7))
+    status, headers, _ = await post(proxy, chat())
+    assert headers["x-arbstr-escalated"] == "economy->standard (truncated)"
+    first, second = await records(proxy, 2)
+    async with aiohttp.ClientSession() as s, s.get(proxy.url + "/v1/budgets") as r:
+        used = {b["name"]: b for b in (await r.json())["data"]}
+    assert first.cost_msats and second.cost_msats
+    assert round(used["all"]["used_sats"] * 1000) == first.cost_msats + second.cost_msats
+    assert round(used["beta-cap"]["used_sats"] * 1000) == second.cost_msats
+    assert used["all"]["in_flight_sats"] == used["beta-cap"]["in_flight_sats"] == 0.0
