@@ -238,14 +238,14 @@ def id_suffixes(ids: Sequence[str], at_least: int = SHORT_ID_CHARS) -> list[str]
 REQUEST_COLS = (
     Col("time (UTC)", 1),
     Col("request", 0),
-    Col("model", 3, least=10),
+    Col("model", 3, least=12),
     Col("provider", 5, least=8),
     Col("policy", 8, least=8),
     Col("stream", 9),
     Col("tokens", 7, right=True),
     Col("sats", 2, right=True),
     Col("ms", 6, right=True),
-    Col("result", 4, least=6),
+    Col("result", 4, least=16),
 )
 
 
