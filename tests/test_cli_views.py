@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -248,3 +251,25 @@ def test_follow_shows_new_requests_and_their_running_total(tmp_path: Path) -> No
     assert tail.summary() == (
         f"3 request(s) since the follow began, {running // 1000}.{running % 1000:03d} sats"
     )
+
+
+def test_ctrl_c_ends_a_follow_cleanly(tmp_path: Path) -> None:
+    fill(tmp_path / "log.db", fixed_records())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
+    env.update(COLUMNS="100", NO_COLOR="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arbstr", "requests", "--db", "log.db", "-f", "--per-page", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = [proc.stdout.readline() for _ in range(3)]  # the header and the latest 2 rows
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert err == ""  # no traceback
+    assert "03a1b2c3" in first[1] and "04a1b2c4" in first[2]  # oldest first, as a tail reads
+    assert out.strip() == "0 request(s) since the follow began, 0.000 sats"
