@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbstr.cli.common import ConfigOpt, console, esc, load, warn
+from arbstr.cli.common import ConfigOpt, WideOpt, console, esc, load, print_fitted, warn
 
 if TYPE_CHECKING:
     from arbstr.cli.tables import Col
@@ -53,16 +53,14 @@ def check(config: ConfigOpt = None) -> None:
 
 def providers(
     config: ConfigOpt = None,
-    wide: Annotated[
-        bool, typer.Option("--wide", help="every column, however wide the terminal")
-    ] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Table of providers, models, rates (sats per 1k tokens), masked keys and funds.
 
     Providers with ``discover = true`` have their prices fetched from ``GET {url}/models``
     now, as ``serve`` would; a failure is shown and the configured rates are listed. Those
     whose balance ``serve`` polls have it fetched from ``GET {url}/balance/info`` now."""
-    from arbstr.cli.tables import BOXED, fitted_table
+    from arbstr.cli.tables import BOXED
     from arbstr.routstr import PriceBook
 
     cfg = load(config)
@@ -100,16 +98,7 @@ def providers(
                 _funds_cell(p, balances.get(p.name)) if i == 0 else "",
             )
             rows.append(([esc(c) for c in cells], None))
-    out = console()
-    width = None if wide else out.width
-    if wide:  # the table is not expanded: it stays as wide as its content
-        out.width = 10_000
-    fitted = fitted_table(
-        _provider_cols(), rows, width, overhead=BOXED, title=f"providers ({esc(cfg.source)})"
-    )
-    out.print(fitted.table)
-    if fitted.note:
-        out.print(fitted.note, markup=False, style="dim")
+    print_fitted(_provider_cols(), rows, wide, BOXED, title=f"providers ({esc(cfg.source)})")
     warn(cfg)
 
 
@@ -149,6 +138,7 @@ def _funds_cell(p: Provider, b: Balance | None) -> str:
 def balance(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Each provider's balance from GET {url}/balance/info (sats); errors per provider."""
     from arbstr.server.runner import run
@@ -170,16 +160,21 @@ def balance(
 
         print(json.dumps({"object": "list", "data": [b.as_json() for b in results]}, indent=2))
         return
-    from rich.table import Table
+    from arbstr.cli.tables import BOXED, Col
 
-    table = Table(title="provider balances (sats)")
-    for col in ("provider", "balance", "reserved", "error"):
-        table.add_column(col, justify="right" if col in ("balance", "reserved") else "left")
+    cols = (
+        Col("provider", 0, least=8),
+        Col("balance", 1, right=True),
+        Col("reserved", 3, right=True),
+        Col("error", 2, least=12),
+    )
+    rows: list[tuple[list[str], str | None]] = []
     for b in results:
-        table.add_row(
+        cells = [
             esc(b.provider),
             "-" if b.balance_sats is None else f"{b.balance_sats:,}",
             "-" if b.reserved_sats is None else f"{b.reserved_sats:,}",
             esc(b.error or ""),
-        )
-    console().print(table)
+        ]
+        rows.append((cells, None))
+    print_fitted(cols, rows, wide, BOXED, title="provider balances (sats)")

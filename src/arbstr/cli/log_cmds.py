@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbstr.cli.common import ConfigOpt, console, fail
+from arbstr.cli.common import ConfigOpt, WideOpt, console, fail
 from arbstr.config import resolve_config_path, resolve_db_path
 from arbstr.errors import ConfigError
 
@@ -62,11 +62,6 @@ def _db_path(db: str | None, config: str | None) -> str:
         return resolve_db_path(db, config_file, os.environ)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-
-
-WideOpt = Annotated[
-    bool, typer.Option("--wide", help="every column, however wide the terminal (no cell is cut)")
-]
 
 
 def _read(

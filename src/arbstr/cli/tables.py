@@ -40,20 +40,21 @@ class Fitted:
     hidden: list[str] = field(default_factory=list)
 
 
-def _cell_len(cell: str) -> int:
-    return Text.from_markup(cell).cell_len
+def _cell_len(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else Text.from_markup(cell).cell_len
 
 
 def fitted_table(
     cols: Sequence[Col],
-    rows: Sequence[tuple[Sequence[str], str | None]],
+    rows: Sequence[tuple[Sequence[str | Text], str | None]],
     width: int | None,
     *,
     section_before: int | None = None,
     overhead: Overhead = SIMPLE,
     **table_kw: Any,
 ) -> Fitted:
-    """``rows``: (cells as Rich markup, row style). ``section_before``: a rule above that row."""
+    """``rows``: (cells as Rich markup or Text, row style); ``section_before``: a rule above
+    that row."""
     natural = [
         max([len(c.header), *(_cell_len(cells[i]) for cells, _ in rows)])
         for i, c in enumerate(cols)
