@@ -150,7 +150,7 @@ def _lookup(path: str, given: dict[str, str], request_id: str) -> None:
         print(line)
 
 
-def _follow(path: str, given: dict[str, str], latest: int) -> None:
+def _follow(path: str, given: dict[str, str], latest: int, wide: bool) -> None:
     """``--follow``: until Ctrl-C, which ends it with a summary and exit status 0."""
     from arbstr import storage
     from arbstr.cli.follow import Tail, follow
@@ -163,7 +163,7 @@ def _follow(path: str, given: dict[str, str], latest: int) -> None:
     def write(line: str) -> None:
         print(line, flush=True)
 
-    tail = Tail(console().width)
+    tail = Tail(10_000 if wide else console().width)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
         follow(read, given, write, tail, latest=latest)
     print(tail.summary(), flush=True)
@@ -246,7 +246,7 @@ def requests(
     page: Annotated[int, typer.Option("--page", help="1, 2, …")] = 1,
     per_page: Annotated[int, typer.Option("--per-page", help="1 to 100")] = 20,
     sort: Annotated[
-        str, typer.Option("--sort", help="timestamp | cost_sats | latency_ms")
+        str, typer.Option("--sort", help="timestamp | cost_sats | latency_ms | id (as logged)")
     ] = "timestamp",
     order: Annotated[str, typer.Option("--order", help="asc | desc")] = "desc",
     as_json: JsonOpt = False,
@@ -274,7 +274,7 @@ def requests(
             raise fail("--follow: not with --id, --json, --range, --since or --until")
         path = _db_path(db, config)
         given = {k: v for k, v in params.items() if v is not None}
-        _follow(path, given, min(max(per_page, 1), 100))
+        _follow(path, given, min(max(per_page, 1), 100), wide)
         return
     if request_id is not None:
         if as_json:
