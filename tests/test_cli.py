@@ -131,7 +131,8 @@ class Cli:
             "check_markup": (["check", "-c", str(self.markup)], base_env()),
             "check_no_file": (["check"], base_env()),
             "check_env": (["check"], base_env(ARBSTR_CONFIG=cfg)),
-            "providers": (["providers", "-c", cfg], base_env()),
+            "providers": (["providers", "-c", cfg, "--wide"], base_env()),
+            "providers_80": (["providers", "-c", cfg], base_env(COLUMNS="80")),
             "serve_public": (["serve", "--mock", "--listen", "0.0.0.0:18080"], base_env()),
             "serve_bad_listen": (["serve", "--mock", "--listen", "127.0.0.1:²"], base_env()),
         }
@@ -268,6 +269,21 @@ def test_providers_table(cli: Cli) -> None:
     assert rows[("gamma", "(any)")][10].startswith("unknown: ")  # nothing listens on port 9
     assert rows[("delta", "[bold]odd-model")][7:9] == ["(none)", "none (set ARBSTR_DELTA_API_KEY)"]
     assert rows[("delta", "[bold]odd-model")][10] == "unknown (no key)"
+    assert_no_secret(res.stdout, res.stderr)
+
+
+def test_providers_table_fits_80_columns(cli: Cli) -> None:
+    """Without --wide the least important columns go and long text is cut, never wrapped."""
+    res = cli["providers_80"]
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "provider" in line and "┃" in line)
+    cells = [c.strip() for c in header.strip("┃").split("┃")]
+    assert cells[:4] == ["provider", "model", "in/1k", "out/1k"]
+    assert "key source" not in cells and "url" not in cells  # the least important
+    assert any(line.startswith("│ alpha") and "10.0" in line for line in lines)
+    assert any("hidden" in line and "--wide shows all" in line for line in lines)
     assert_no_secret(res.stdout, res.stderr)
 
 

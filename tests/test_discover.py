@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -253,13 +254,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         strict.stop()
 
 
-def run_cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout_s: float = 30, columns: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
     return subprocess.run(  # noqa: S603 - our interpreter, our arguments
         [sys.executable, "-m", "arbstr", "discover", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         cwd=REPO,
+        env=env,
         check=False,
     )
 
@@ -335,7 +342,7 @@ async def test_cheapest_per_model(world: World) -> None:
 
 def test_cli_prints_tables(world: World) -> None:
     t0 = time.monotonic()
-    res = run_cli("--relay", world.lax, "--relay", world.strict, "--timeout", "5")
+    res = run_cli("--relay", world.lax, "--relay", world.strict, "--timeout", "5", "--wide")
     assert res.returncode == 0, res.stderr
     out = res.stdout
     for text in (
@@ -360,6 +367,11 @@ def test_cli_prints_tables(world: World) -> None:
     assert mini.count("0.015") == 1  # a cache rate equal to the input rate is not repeated
     assert "\x1b[31m" not in out  # a node's text cannot drive the terminal
     assert time.monotonic() - t0 < 10
+    narrow = run_cli("--relay", world.lax, "--relay", world.strict, "--timeout", "5", columns=80)
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "Delta Dead" in narrow.stdout and "gpt-4o-mini" in narrow.stdout
 
 
 def test_cli_toml_is_valid_config(world: World) -> None:

@@ -7,15 +7,15 @@ from __future__ import annotations
 import msgspec
 import typer
 
-from arbstr.cli.common import ConfigOpt, console, esc, fail, load
+from arbstr.cli.common import ConfigOpt, WideOpt, console, esc, fail, load, print_fitted
 from arbstr.cli.log_cmds import DbOpt, JsonOpt, db_path
 
 
-def budgets(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def budgets(
+    db: DbOpt = None, config: ConfigOpt = None, wide: WideOpt = False, as_json: JsonOpt = False
+) -> None:
     """Budgets: use in the current UTC day/week/month, limit, left, reset."""
-    from rich import box
-    from rich.table import Table
-
+    from arbstr.cli.tables import SIMPLE, Col
     from arbstr.errors import DatabaseUnavailable
     from arbstr.routing.budgets import BudgetBook
     from arbstr.server.budgets import budgets_payload
@@ -34,14 +34,20 @@ def budgets(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
     if as_json:
         print(msgspec.json.format(msgspec.json.encode(payload), indent=2).decode())
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("budget", "scope", "action", "used", "limit", "left", "resets"):
-        right = col in ("used", "limit", "left")
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    cols = (
+        Col("budget", 0, least=8),
+        Col("scope", 3, least=10),
+        Col("action", 5),
+        Col("used", 2, right=True),
+        Col("limit", 4, right=True),
+        Col("left", 1, right=True),
+        Col("resets", 6),
+    )
+    rows: list[tuple[list[str], str | None]] = []
     for s in book.states:
         b = s.budget
         left = max(0, s.remaining_msats)
-        table.add_row(
+        cells = [
             esc(b.name),
             esc(b.scope),
             b.action,
@@ -49,7 +55,8 @@ def budgets(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
             f"{b.limit_msats / 1000:,.3f}/{b.per}",
             "[bold red]0[/]" if left == 0 else f"{left / 1000:,.3f}",
             s.reset.strftime("%Y-%m-%d"),
-        )
-    console().print(table)
+        ]
+        rows.append((cells, None))
+    print_fitted(cols, rows, wide, SIMPLE)
     console().print("in sats; windows are UTC; a running server's GET /v1/budgets also counts")
     console().print("the requests it has in flight")

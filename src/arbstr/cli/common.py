@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,10 +12,18 @@ from arbstr.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
+
+    from arbstr.cli.fit import Overhead
+    from arbstr.cli.tables import Col
 
 ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="Config file [default: $ARBSTR_CONFIG or ./config.toml]"),
+]
+
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="every column, however wide the terminal (no cell is cut)")
 ]
 
 
@@ -48,3 +57,23 @@ def warn(cfg: Config) -> None:
     err = console(stderr=True)
     for w in cfg.warnings:
         err.print(f"[yellow]warning:[/] {esc(w)}", markup=True)
+
+
+def print_fitted(
+    cols: Sequence[Col],
+    rows: Sequence[tuple[Sequence[str | Text], str | None]],
+    wide: bool,
+    overhead: Overhead,
+    **table_kw: Any,
+) -> None:
+    """A table fitted to the terminal (``wide``: every column whole), and its note."""
+    from arbstr.cli.tables import fitted_table
+
+    out = console()
+    width = None if wide else out.width
+    if wide:  # the table is not expanded: it stays as wide as its content
+        out.width = 10_000
+    fitted = fitted_table(cols, rows, width, overhead=overhead, **table_kw)
+    out.print(fitted.table)
+    if fitted.note:
+        out.print(fitted.note, markup=False, style="dim")

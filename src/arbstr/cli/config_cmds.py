@@ -6,11 +6,30 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbstr.cli.common import ConfigOpt, console, esc, load, warn
+from arbstr.cli.common import ConfigOpt, WideOpt, console, esc, load, print_fitted, warn
 
 if TYPE_CHECKING:
+    from arbstr.cli.tables import Col
     from arbstr.config import Config, Provider
     from arbstr.routstr import Balance, PriceBook
+
+
+def _provider_cols() -> tuple[Col, ...]:
+    from arbstr.cli.tables import Col
+
+    return (
+        Col("provider", 0, least=8),
+        Col("url", 7, least=12),
+        Col("model", 1, least=10),
+        Col("in/1k", 2, right=True),
+        Col("cached/1k", 8, right=True),
+        Col("out/1k", 3, right=True),
+        Col("base fee", 6, right=True),
+        Col("key", 9),
+        Col("key source", 10, least=10),
+        Col("prices", 5, least=10),
+        Col("funds", 4, least=10),
+    )
 
 
 def check(config: ConfigOpt = None) -> None:
@@ -32,14 +51,16 @@ def check(config: ConfigOpt = None) -> None:
     warn(cfg)
 
 
-def providers(config: ConfigOpt = None) -> None:
+def providers(
+    config: ConfigOpt = None,
+    wide: WideOpt = False,
+) -> None:
     """Table of providers, models, rates (sats per 1k tokens), masked keys and funds.
 
     Providers with ``discover = true`` have their prices fetched from ``GET {url}/models``
     now, as ``serve`` would; a failure is shown and the configured rates are listed. Those
     whose balance ``serve`` polls have it fetched from ``GET {url}/balance/info`` now."""
-    from rich.table import Table
-
+    from arbstr.cli.tables import BOXED
     from arbstr.routstr import PriceBook
 
     cfg = load(config)
@@ -50,11 +71,7 @@ def providers(config: ConfigOpt = None) -> None:
         from arbstr.server.runner import run
 
         run(_fetch_now(book, polled, cfg, balances))
-    table = Table(title=f"providers ({esc(cfg.source)})")
-    money = ("in/1k", "cached/1k", "out/1k", "base fee")
-    cols = ("provider", "url", "model", *money, "key", "key source", "prices", "funds")
-    for col in cols:
-        table.add_column(col, justify="right" if col in money else "left")
+    rows: list[tuple[list[str], str | None]] = []
     for p in book.listed:
         st = book.status[p.name]
         if not p.discover:
@@ -80,11 +97,8 @@ def providers(config: ConfigOpt = None) -> None:
                 prices if i == 0 else "",
                 _funds_cell(p, balances.get(p.name)) if i == 0 else "",
             )
-            table.add_row(*(esc(c) for c in cells))
-    out = console()
-    if not out.is_terminal:  # piped: don't squeeze the table into 80 columns and cut cells
-        out.width = 10_000  # the table is not expanded: it stays as wide as its content
-    out.print(table)
+            rows.append(([esc(c) for c in cells], None))
+    print_fitted(_provider_cols(), rows, wide, BOXED, title=f"providers ({esc(cfg.source)})")
     warn(cfg)
 
 
@@ -124,6 +138,7 @@ def _funds_cell(p: Provider, b: Balance | None) -> str:
 def balance(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Each provider's balance from GET {url}/balance/info (sats); errors per provider."""
     from arbstr.server.runner import run
@@ -145,16 +160,21 @@ def balance(
 
         print(json.dumps({"object": "list", "data": [b.as_json() for b in results]}, indent=2))
         return
-    from rich.table import Table
+    from arbstr.cli.tables import BOXED, Col
 
-    table = Table(title="provider balances (sats)")
-    for col in ("provider", "balance", "reserved", "error"):
-        table.add_column(col, justify="right" if col in ("balance", "reserved") else "left")
+    cols = (
+        Col("provider", 0, least=8),
+        Col("balance", 1, right=True),
+        Col("reserved", 3, right=True),
+        Col("error", 2, least=12),
+    )
+    rows: list[tuple[list[str], str | None]] = []
     for b in results:
-        table.add_row(
+        cells = [
             esc(b.provider),
             "-" if b.balance_sats is None else f"{b.balance_sats:,}",
             "-" if b.reserved_sats is None else f"{b.reserved_sats:,}",
             esc(b.error or ""),
-        )
-    console().print(table)
+        ]
+        rows.append((cells, None))
+    print_fitted(cols, rows, wide, BOXED, title="provider balances (sats)")

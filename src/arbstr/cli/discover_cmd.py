@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbstr.cli.common import console, esc, fail
+from arbstr.cli.common import WideOpt, console, esc, fail, print_fitted
+
+if TYPE_CHECKING:
+    from arbstr.routstr.discover import Discovery
 
 
 def discover(
@@ -24,13 +27,14 @@ def discover(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Seconds allowed each relay and each node")
     ] = 5.0,
+    wide: WideOpt = False,
 ) -> None:
     """Find Routstr nodes announced on Nostr and compare their prices (sats per 1k tokens)."""
     import asyncio
 
     from arbstr.routstr.discover import DEFAULT_RELAYS
     from arbstr.routstr.discover import discover as find_nodes
-    from arbstr.routstr.render import render_tables, render_toml
+    from arbstr.routstr.render import render_toml
 
     relays = relay or list(DEFAULT_RELAYS)
     found = asyncio.run(find_nodes(relays, timeout_s=timeout))
@@ -44,10 +48,47 @@ def discover(
     if toml:
         print(render_toml(found), end="")
         return
-    out = console()
-    if not out.is_terminal:  # piped: don't squeeze the tables into 80 columns
-        out.width = 10_000
     if not found.nodes:
-        out.print("no Routstr node announcements found", markup=False)
-    for table in render_tables(found) if found.nodes else ():
-        out.print(table)
+        console().print("no Routstr node announcements found", markup=False)
+        return
+    _print_tables(found, wide)
+
+
+def _print_tables(found: Discovery, wide: bool) -> None:
+    """The nodes and the cheapest offers, fitted to the terminal unless ``wide``."""
+    from arbstr.cli.tables import BOXED, Col
+    from arbstr.routstr import render
+
+    numbers = ("models", "mints")
+    node_cols = [
+        Col(h, r, right=h in numbers, least=None if h in numbers else 8) for h, r in _NODE_RANKS
+    ]
+    rows = [(row, None) for row in render.node_rows(found)]
+    title = f"Routstr nodes ({len(found.nodes)})"
+    print_fitted(node_cols, rows, wide, BOXED, title=title)
+    text = ("model", "cheapest node")
+    offer_cols = [
+        Col(h, r, right=h not in text, least=8 if h in text else None) for h, r in _OFFER_RANKS
+    ]
+    rows = [(row, None) for row in render.offer_rows(found)]
+    print_fitted(offer_cols, rows, wide, BOXED, title=render.OFFERS_TITLE)
+
+
+# the columns of arbstr.routstr.render, in display order, with their rank (0: dropped last)
+_NODE_RANKS = (
+    ("node", 0),
+    ("id", 5),
+    ("pubkey", 6),
+    ("url", 1),
+    ("models", 3),
+    ("mints", 4),
+    ("status", 2),
+)
+_OFFER_RANKS = (
+    ("model", 0),
+    ("cheapest node", 1),
+    ("in/1k", 2),
+    ("cached/1k", 5),
+    ("out/1k", 3),
+    ("nodes", 4),
+)

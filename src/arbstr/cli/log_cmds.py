@@ -4,15 +4,23 @@ needed to look at the log."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbstr.cli.common import ConfigOpt, console, fail
+from arbstr.cli.common import ConfigOpt, WideOpt, console, fail
 from arbstr.config import resolve_config_path, resolve_db_path
 from arbstr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from arbstr import storage
+    from arbstr.cli.tables import Fitted
 
 DbOpt = Annotated[
     str | None,
@@ -56,6 +64,32 @@ def db_path(db: str | None, config: str | None) -> str:
         raise fail(str(exc)) from None
 
 
+def _read(
+    path: str, kind: str, given: Mapping[str, str], by: str | None = None
+) -> storage.Stats | storage.RequestsPage:
+    """The log read as ``/v1/stats`` or ``/v1/requests`` would; errors name the option."""
+    from arbstr import storage
+    from arbstr.errors import DatabaseUnavailable, InvalidParameter
+
+    try:
+        if kind == "stats":
+            return storage.read_stats(path, storage.parse_stats_params(given))
+        return storage.read_requests(path, storage.parse_requests_params(given))
+    except InvalidParameter as exc:
+        name = "by" if by is not None and exc.param == "group_by" else exc.param
+        name = "id" if name == "request_id" else name
+        raise fail(f"--{name.replace('_', '-')}: {exc.reason}") from None
+    except DatabaseUnavailable as exc:
+        raise fail(exc.message) from None
+
+
+def _print(out: Console, fitted: Fitted | None) -> None:
+    if fitted is not None:
+        out.print(fitted.table)
+        if fitted.note:
+            out.print(fitted.note, markup=False, style="dim")
+
+
 def _report(
     db: str | None,
     config: str | None,
@@ -64,23 +98,13 @@ def _report(
     as_json: bool,
     group_by: str | None = None,
     by: str | None = None,
+    wide: bool = False,
 ) -> None:
     from arbstr import storage
-    from arbstr.errors import DatabaseUnavailable, InvalidParameter
 
     path = db_path(db, config)
     given = {k: v for k, v in params.items() if v is not None}
-    result: storage.Stats | storage.RequestsPage
-    try:
-        if kind == "stats":
-            result = storage.read_stats(path, storage.parse_stats_params(given))
-        else:
-            result = storage.read_requests(path, storage.parse_requests_params(given))
-    except InvalidParameter as exc:
-        name = "by" if by is not None and exc.param == "group_by" else exc.param
-        raise fail(f"--{name.replace('_', '-')}: {exc.reason}") from None
-    except DatabaseUnavailable as exc:
-        raise fail(exc.message) from None
+    result = _read(path, kind, given, by)
     if as_json:  # the very document the server sends, indented
         print(storage.encode_indented(result))
         return
@@ -91,25 +115,58 @@ def _report(
         stats_table,
     )
 
+    out = console()
+    width = None if wide else out.width
     if isinstance(result, storage.Stats) and by is not None:
         from arbstr.cli.bars import chart
 
-        print("\n".join(chart(result, by, min(console().width, 80))))
+        print("\n".join(chart(result, by, min(out.width, 80))))
         return
-    out = console()
+    if wide:  # the tables keep their natural width: rich must not squeeze them
+        out.width = 10_000
     if isinstance(result, storage.Stats):
-        out.print(stats_table(result, group_by))
-        escalated = escalation_table(result)
-        if escalated is not None:
-            out.print(escalated)
+        _print(out, stats_table(result, group_by, width))
+        _print(out, escalation_table(result, width))
         if group_by != "provider":  # the per-provider view of charged vs computed
             by_provider = storage.parse_stats_params({**given, "group_by": "provider"})
             result = storage.read_stats(path, by_provider)
-        table = provider_cost_table(result)
-        if table is not None:
-            out.print(table)
+        _print(out, provider_cost_table(result, width))
     else:
-        out.print(requests_table(result, short_ids=out.width < 150))
+        short = width is not None and width < 150
+        _print(out, requests_table(result, short_ids=short, width=width))
+
+
+def _lookup(path: str, given: dict[str, str], request_id: str) -> None:
+    """``--id``: the one request whose id starts or ends with ``request_id``."""
+    from arbstr import storage
+    from arbstr.cli.lookup import detail, match_error
+
+    page = _read(path, "requests", {**given, "request_id": request_id, "per_page": "10"})
+    assert isinstance(page, storage.RequestsPage)
+    problem = match_error(request_id, page)
+    if problem is not None:
+        raise fail(problem)
+    for line in detail(page.data[0]):
+        print(line)
+
+
+def _follow(path: str, given: dict[str, str], latest: int, wide: bool) -> None:
+    """``--follow``: until Ctrl-C, which ends it with a summary and exit status 0."""
+    from arbstr import storage
+    from arbstr.cli.follow import Tail, follow
+
+    def read(params: Mapping[str, str]) -> storage.RequestsPage:
+        page = _read(path, "requests", params)
+        assert isinstance(page, storage.RequestsPage)
+        return page
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    tail = Tail(10_000 if wide else console().width)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
+        follow(read, given, write, tail, latest=latest)
+    print(tail.summary(), flush=True)
 
 
 def _filters(
@@ -154,6 +211,7 @@ def stats(
         typer.Option("--by", help="hour | day | week: sats per UTC bucket as a bar chart"),
     ] = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Requests, cost and latency from the request log (as GET /v1/stats; default last 7 days)."""
     if by is not None and group_by is not None:
@@ -164,7 +222,7 @@ def stats(
         **_filters(range_, since, until, model, provider, policy, api, tier),
         "group_by": by or group_by,
     }
-    _report(db, config, params, "stats", as_json, group_by, by)
+    _report(db, config, params, "stats", as_json, group_by, by, wide)
 
 
 def requests(
@@ -188,19 +246,41 @@ def requests(
     page: Annotated[int, typer.Option("--page", help="1, 2, …")] = 1,
     per_page: Annotated[int, typer.Option("--per-page", help="1 to 100")] = 20,
     sort: Annotated[
-        str, typer.Option("--sort", help="timestamp | cost_sats | latency_ms")
+        str, typer.Option("--sort", help="timestamp | cost_sats | latency_ms | id (as logged)")
     ] = "timestamp",
     order: Annotated[str, typer.Option("--order", help="asc | desc")] = "desc",
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="the request whose id starts or ends with this (4+ characters), in full"
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="print new requests as they are logged, until Ctrl-C"),
+    ] = False,
 ) -> None:
     """The request log, newest first (as GET /v1/requests; default all time)."""
+    filters = _filters(range_, since, until, model, provider, policy, api, tier)
     params = {
-        **_filters(range_, since, until, model, provider, policy, api, tier),
+        **filters,
         "success": None if success is None else str(success).lower(),
         "streaming": None if streaming is None else str(streaming).lower(),
-        "page": str(page),
-        "per_page": str(per_page),
-        "sort": sort,
-        "order": order,
     }
-    _report(db, config, params, "requests", as_json)
+    if follow:
+        if request_id is not None or as_json or range_ or since or until:
+            raise fail("--follow: not with --id, --json, --range, --since or --until")
+        path = db_path(db, config)
+        given = {k: v for k, v in params.items() if v is not None}
+        _follow(path, given, min(max(per_page, 1), 100), wide)
+        return
+    if request_id is not None:
+        if as_json:
+            params["request_id"] = request_id
+        else:
+            _lookup(db_path(db, config), {k: v for k, v in params.items() if v}, request_id)
+            return
+    params.update(page=str(page), per_page=str(per_page), sort=sort, order=order)
+    _report(db, config, params, "requests", as_json, wide=wide)

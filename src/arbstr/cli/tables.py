@@ -1,16 +1,90 @@
-"""Rich tables for ``arbstr stats`` and ``arbstr requests``, built from the same typed
-results that ``/v1/stats`` and ``/v1/requests`` return (see :mod:`arbstr.storage.payloads`).
-Imported only by those commands, so rich stays out of ``serve``'s start-up."""
+"""Rich tables for ``arbstr stats``, ``arbstr requests`` and ``arbstr providers``, built from
+the same typed results that ``/v1/stats`` and ``/v1/requests`` return (see
+:mod:`arbstr.storage.payloads`). Each table names its columns in order of importance and is
+fitted to the terminal (:func:`arbstr.cli.fit.fit`): the least important are dropped, free
+text is cut with an ellipsis, no cell wraps. ``width=None`` (``--wide``) keeps every column
+whole. Imported only by those commands, so rich stays out of ``serve``'s start-up."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from arbstr.cli.fit import Need, Overhead, fit, hidden_note
 from arbstr.storage.payloads import Costs, Counts, Performance, RequestsPage, Stats
+
+SIMPLE = Overhead(per_column=2, fixed=0)  # box.SIMPLE_HEAD, pad_edge=False, collapse_padding
+BOXED = Overhead(per_column=3, fixed=1)  # rich's default box, padding 1 each side
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    header: str
+    rank: int  # 0 = most important: dropped last
+    right: bool = False
+    least: int | None = None  # free text: may be cut down to this width; None: never cut
+
+
+@dataclass(slots=True)
+class Fitted:
+    """A table fitted to a width, and the line saying which columns it left out."""
+
+    table: Table
+    note: str = ""
+    hidden: list[str] = field(default_factory=list)
+
+
+def _cell_len(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else Text.from_markup(cell).cell_len
+
+
+def fitted_table(
+    cols: Sequence[Col],
+    rows: Sequence[tuple[Sequence[str | Text], str | None]],
+    width: int | None,
+    *,
+    section_before: int | None = None,
+    overhead: Overhead = SIMPLE,
+    **table_kw: Any,
+) -> Fitted:
+    """``rows``: (cells as Rich markup or Text, row style); ``section_before``: a rule above
+    that row."""
+    natural = [
+        max([len(c.header), *(_cell_len(cells[i]) for cells, _ in rows)])
+        for i, c in enumerate(cols)
+    ]
+    if width is None:
+        widths: dict[int, int | None] = dict.fromkeys(range(len(cols)))
+    else:
+        needs = [
+            Need(c.rank, n, n if c.least is None else min(n, max(c.least, len(c.header))))
+            for c, n in zip(cols, natural, strict=True)
+        ]
+        widths = dict(fit(needs, width, overhead).items())
+    if overhead is SIMPLE:
+        table_kw = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True, **table_kw}
+    table = Table(**table_kw)
+    for i, w in widths.items():
+        c = cols[i]
+        table.add_column(
+            c.header,
+            justify="right" if c.right else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            width=w,
+        )
+    for n, (cells, style) in enumerate(rows):
+        if n == section_before and n:
+            table.add_section()
+        table.add_row(*(cells[i] for i in widths), style=style)
+    hidden = [c.header or "name" for i, c in enumerate(cols) if i not in widths]
+    return Fitted(table, hidden_note(hidden, width or 0), hidden)
 
 
 def _num(value: float | int | None, decimals: int = 0) -> str:
@@ -37,7 +111,22 @@ def _stats_cells(name: str, c: Counts, k: Costs, p: Performance) -> list[str]:
     ]
 
 
-def stats_table(result: Stats, group_by: str | None) -> Table:
+# (header, rank) in display order; the group's name is cut before anything is dropped
+_STATS_COLS = (
+    ("reqs", 1),
+    ("ok", 5),
+    ("err", 3),
+    ("stream", 10),
+    ("sats", 2),
+    ("in tok", 7),
+    ("out tok", 8),
+    ("avg", 9),
+    ("p50", 4),
+    ("p95", 6),
+)
+
+
+def stats_table(result: Stats, group_by: str | None, width: int | None = None) -> Fitted:
     since = result.since or "the beginning"
     until = result.until or "now"
     caption = "latency (ms) of successful requests; p50/p95 are nearest-rank"
@@ -48,76 +137,64 @@ def stats_table(result: Stats, group_by: str | None) -> Table:
             f" request(s), about {costs.possibly_billed_sats:,.3f} sats\n(timeouts,"
             " disconnects, cut streams: a node may bill them in full)"
         )
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
+    cols = [Col(group_by or "", 0, least=12)]
+    cols += [Col(h, rank, right=True) for h, rank in _STATS_COLS]
+    groups = result.groups or {}
+    items = list(groups.items())
+    if group_by not in ("hour", "day", "week"):  # time buckets stay in time order
+        items.sort(key=lambda kv: (-kv[1].costs.total_cost_sats, kv[0]))
+    rows: list[tuple[Sequence[str], str | None]] = [
+        (_stats_cells(name, g.counts, g.costs, g.performance), None) for name, g in items
+    ]
+    total = _stats_cells("total", result.counts, result.costs, result.performance)
+    rows.append((total, "bold"))
+    return fitted_table(
+        cols,
+        rows,
+        width,
+        section_before=len(items) if groups else None,
         title=f"arbstr requests, {since} to {until}",
         caption=caption,
     )
-    table.add_column(group_by or "", no_wrap=True)
-    for col in ("reqs", "ok", "err", "stream", "sats", "in tok", "out tok", "avg", "p50", "p95"):
-        table.add_column(col, justify="right", no_wrap=True)
-    groups = result.groups or {}
-    rows = list(groups.items())
-    if group_by not in ("hour", "day", "week"):  # time buckets stay in time order
-        rows.sort(key=lambda kv: (-kv[1].costs.total_cost_sats, kv[0]))
-    for name, g in rows:
-        table.add_row(*_stats_cells(name, g.counts, g.costs, g.performance))
-    if groups:
-        table.add_section()
-    total = _stats_cells("total", result.counts, result.costs, result.performance)
-    table.add_row(*total, style="bold")
-    return table
 
 
-def escalation_table(result: Stats) -> Table | None:
+def escalation_table(result: Stats, width: int | None = None) -> Fitted | None:
     """Re-asks one tier up, by hop and reason; None when there were none."""
     if not result.escalations:
         return None
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title="escalations (answers re-asked one tier up)",
-    )
-    table.add_column("tiers", no_wrap=True)
-    table.add_column("reason", no_wrap=True)
-    table.add_column("reqs", justify="right", no_wrap=True)
-    for hop, reasons in sorted(result.escalations.items()):
-        for reason, n in sorted(reasons.items()):
-            table.add_row(escape(hop), escape(reason), _num(n))
-    return table
+    cols = [Col("tiers", 0), Col("reason", 1, least=10), Col("reqs", 2, right=True)]
+    rows = [
+        ((escape(hop), escape(reason), _num(n)), None)
+        for hop, reasons in sorted(result.escalations.items())
+        for reason, n in sorted(reasons.items())
+    ]
+    return fitted_table(cols, rows, width, title="escalations (answers re-asked one tier up)")
 
 
-def provider_cost_table(result: Stats) -> Table | None:
+def provider_cost_table(result: Stats, width: int | None = None) -> Fitted | None:
     """Per provider, over its requests with both figures: what it charged next to what
     arbstr computed from its advertised prices, dearest surprise first; an overcharging
-    provider's row is red and marked. None when no request has both. Fits 80 columns."""
+    provider's row is red and marked. None when no request has both."""
     groups = result.groups or {}
-    rows = [(n, g.costs.charged_vs_computed) for n, g in groups.items()]
-    rows = [(n, c) for n, c in rows if c.requests]
-    if not rows:
+    found = [(n, g.costs.charged_vs_computed) for n, g in groups.items()]
+    found = [(n, c) for n, c in found if c.requests]
+    if not found:
         return None
-    rows.sort(key=lambda nc: (-nc[1].diff_sats, nc[0]))
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title="charged by the provider vs computed by arbstr (sats)",
-        caption=(
-            "over the requests where the provider reported its charge;\n"
-            "! = charged more than its advertised prices imply"
-        ),
-    )
-    table.add_column("provider", overflow="fold", max_width=24)
-    for col in ("reqs", "charged", "computed", "diff", "diff %"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("", no_wrap=True)
-    for name, c in rows:
+    found.sort(key=lambda nc: (-nc[1].diff_sats, nc[0]))
+    cols = [
+        Col("provider", 0, least=12),
+        Col("reqs", 6, right=True),
+        Col("charged", 3, right=True),
+        Col("computed", 4, right=True),
+        Col("diff", 2, right=True),
+        Col("diff %", 5, right=True),
+        Col("", 1),
+    ]
+    rows: list[tuple[Sequence[str], str | None]] = []
+    for name, c in found:
         over = c.diff_sats > 0
         pct = f"{c.diff_sats / c.computed_sats * 100:+,.1f}%" if c.computed_sats else "-"
-        table.add_row(
+        cells = (
             escape(name),
             _num(c.requests),
             _num(c.charged_sats, 3),
@@ -125,9 +202,18 @@ def provider_cost_table(result: Stats) -> Table | None:
             f"{c.diff_sats:+,.3f}",
             pct,
             "!" if over else "",
-            style="bold red" if over else None,
         )
-    return table
+        rows.append((cells, "bold red" if over else None))
+    return fitted_table(
+        cols,
+        rows,
+        width,
+        title="charged by the provider vs computed by arbstr (sats)",
+        caption=(
+            "over the requests where the provider reported its charge;\n"
+            "! = charged more than its advertised prices imply"
+        ),
+    )
 
 
 def _when(ts: str, short: bool) -> str:
@@ -149,36 +235,38 @@ def id_suffixes(ids: Sequence[str], at_least: int = SHORT_ID_CHARS) -> list[str]
     return [i[-n:] if len(i) > n else i for i in ids]
 
 
-def requests_table(result: RequestsPage, *, short_ids: bool = False) -> Table:
-    """``short_ids``: each request id by its distinguishing suffix (enough to grep the logs)."""
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title="arbstr request log",
-        caption=(
-            f"page {result.page} of {result.total_pages}"
-            f" ({result.per_page} per page), {result.total} request(s)"
-        ),
-    )
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("request", no_wrap=True)
-    for col in ("model", "provider", "policy"):
-        table.add_column(col, overflow="fold")
-    table.add_column("stream", no_wrap=True)
-    for col in ("tokens", "sats", "ms"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("result")
+# the request log's columns, display order, with their rank (0 = dropped last)
+REQUEST_COLS = (
+    Col("time (UTC)", 1),
+    Col("request", 0),
+    Col("model", 3, least=12),
+    Col("provider", 5, least=8),
+    Col("policy", 8, least=8),
+    Col("stream", 9),
+    Col("tokens", 7, right=True),
+    Col("sats", 2, right=True),
+    Col("ms", 6, right=True),
+    Col("result", 4, least=16),
+)
+
+
+def outcome(status: int | None, message: str | None, failed: bool) -> str:
+    """``ok``, or the error's status and message (Rich markup)."""
+    if not failed:
+        return "ok"
+    return f"[red]{status or 'error'}[/] {escape(message or '')}".rstrip()
+
+
+def requests_table(
+    result: RequestsPage, *, short_ids: bool = False, width: int | None = None
+) -> Fitted:
+    """``short_ids``: each request id by its distinguishing suffix (enough to grep the logs,
+    and to give to ``--id``)."""
     shown = id_suffixes([r.request_id for r in result.data]) if short_ids else None
+    rows: list[tuple[Sequence[str], str | None]] = []
     for i, r in enumerate(result.data):
         err = r.error
-        if err is None:
-            outcome = "ok"
-        else:
-            status = err.status or "error"
-            message = err.message or ""
-            outcome = f"[red]{status}[/] {escape(message)}".rstrip()
-        table.add_row(
+        cells = (
             _when(r.timestamp, short_ids),
             escape(shown[i] if shown is not None else r.request_id),
             escape(r.model or "-"),
@@ -188,6 +276,16 @@ def requests_table(result: RequestsPage, *, short_ids: bool = False) -> Table:
             f"{_num(r.tokens.input)}/{_num(r.tokens.output)}",
             _num(r.cost.sats, 3),
             _num(r.timing.latency_ms),
-            outcome,
+            outcome(err.status if err else None, err.message if err else None, err is not None),
         )
-    return table
+        rows.append((cells, None))
+    return fitted_table(
+        REQUEST_COLS,
+        rows,
+        width,
+        title="arbstr request log",
+        caption=(
+            f"page {result.page} of {result.total_pages}"
+            f" ({result.per_page} per page), {result.total} request(s)"
+        ),
+    )

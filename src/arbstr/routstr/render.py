@@ -17,8 +17,9 @@ from arbstr.routstr.discover import Discovery, NodeReport, cheapest_offers
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
-__all__ = ["provider_names", "render_tables", "render_toml"]
+__all__ = ["node_rows", "offer_rows", "provider_names", "render_tables", "render_toml"]
 
 
 def _clean(text: str, limit: int = 80) -> str:
@@ -35,45 +36,70 @@ def _fmt(d: Decimal) -> str:
     return f"{d.normalize():f}" if d else "0"
 
 
-def render_tables(discovery: Discovery) -> tuple[Table, Table]:
-    """The nodes table and the cheapest-per-model table (rich, imported here)."""
-    from rich.table import Table
+NODE_HEADERS = ("node", "id", "pubkey", "url", "models", "mints", "status")
+OFFER_HEADERS = ("model", "cheapest node", "in/1k", "cached/1k", "out/1k", "nodes")
+OFFERS_TITLE = "cheapest node per model (sats; compared on 1k input + 1k output tokens)"
+
+
+def node_rows(discovery: Discovery) -> list[list[Text]]:
+    """One row of cells (rich Text, never markup) per node, as :data:`NODE_HEADERS`."""
     from rich.text import Text
 
-    nodes = Table(title=f"Routstr nodes ({len(discovery.nodes)})")
-    for col in ("node", "id", "pubkey", "url", "models", "mints", "status"):
-        nodes.add_column(col, justify="right" if col in ("models", "mints") else "left")
+    rows = []
     for rep in discovery.nodes:
         n = rep.node
         url = rep.url or (n.urls[0] if n.urls else "")
         status = Text("ok", style="green") if rep.error is None else Text(_clean(rep.error, 200))
         if rep.error is not None:
             status.stylize("red")
-        nodes.add_row(
-            Text(_clean(n.name, 40)),
-            Text(_clean(n.provider_id, 24)),
-            Text(n.pubkey[:12] + "…"),
-            Text(_clean(url, 120)),
-            Text(str(len(rep.models))),
-            Text(str(len(n.mints))),
-            status,
+        rows.append(
+            [
+                Text(_clean(n.name, 40)),
+                Text(_clean(n.provider_id, 24)),
+                Text(n.pubkey[:12] + "…"),
+                Text(_clean(url, 120)),
+                Text(str(len(rep.models))),
+                Text(str(len(n.mints))),
+                status,
+            ]
         )
-    offers = cheapest_offers(discovery.nodes)
-    cheap = Table(
-        title="cheapest node per model (sats; compared on 1k input + 1k output tokens)",
-    )
-    for col in ("model", "cheapest node", "in/1k", "cached/1k", "out/1k", "nodes"):
-        cheap.add_column(col, justify="left" if col in ("model", "cheapest node") else "right")
-    for o in offers:
+    return rows
+
+
+def offer_rows(discovery: Discovery) -> list[list[Text]]:
+    """The cheapest offer of each model, as :data:`OFFER_HEADERS`."""
+    from rich.text import Text
+
+    rows = []
+    for o in cheapest_offers(discovery.nodes):
         r = o.rates
-        cheap.add_row(
-            Text(_clean(o.model, 60)),
-            Text(_clean(o.report.node.name, 40)),
-            Text(_fmt(r.input_rate)),
-            Text(_fmt(r.cache_read_rate) if r.cache_read_rate != r.input_rate else ""),
-            Text(_fmt(r.output_rate)),
-            Text(str(o.nodes)),
+        rows.append(
+            [
+                Text(_clean(o.model, 60)),
+                Text(_clean(o.report.node.name, 40)),
+                Text(_fmt(r.input_rate)),
+                Text(_fmt(r.cache_read_rate) if r.cache_read_rate != r.input_rate else ""),
+                Text(_fmt(r.output_rate)),
+                Text(str(o.nodes)),
+            ]
         )
+    return rows
+
+
+def render_tables(discovery: Discovery) -> tuple[Table, Table]:
+    """The nodes table and the cheapest-per-model table, every column whole."""
+    from rich.table import Table
+
+    nodes = Table(title=f"Routstr nodes ({len(discovery.nodes)})")
+    for col in NODE_HEADERS:
+        nodes.add_column(col, justify="right" if col in ("models", "mints") else "left")
+    for row in node_rows(discovery):
+        nodes.add_row(*row)
+    cheap = Table(title=OFFERS_TITLE)
+    for col in OFFER_HEADERS:
+        cheap.add_column(col, justify="left" if col in ("model", "cheapest node") else "right")
+    for row in offer_rows(discovery):
+        cheap.add_row(*row)
     return nodes, cheap
 
 

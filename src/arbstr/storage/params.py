@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from arbstr.errors import InvalidParameter
@@ -26,11 +26,14 @@ RANGES: dict[str, timedelta] = {
 DEFAULT_RANGE = "last_7d"
 GROUP_BY = ("model", "provider", "policy", "api", "tier")  # columns
 GROUP_BY_TIME = buckets.UNITS  # UTC time buckets, see arbstr.storage.buckets
-SORTS = ("timestamp", "cost_sats", "latency_ms")
+SORTS = ("timestamp", "cost_sats", "latency_ms", "id")  # id: the order rows were logged in
 ORDERS = ("asc", "desc")
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 20
 MAX_PAGE = 10**9
+MIN_ID_MATCH = 4  # characters of a request id that `request_id` matches as a prefix or a suffix
+MAX_ID_MATCH = 200
+MAX_ROW_ID = 10**12 - 1
 NO_KEY = "(none)"  # the group of rows whose provider/policy is unknown (failed before routing)
 
 _FILTER_PARAMS = ("range", "since", "until", "model", "provider", "policy", "api", "tier")
@@ -43,6 +46,8 @@ REQUESTS_PARAMS = (
     "per_page",
     "sort",
     "order",
+    "request_id",
+    "after_id",
 )
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -66,10 +71,20 @@ class Filters:
     api: str | None = None
     tier: str | None = None
     streaming: bool | None = None
+    id_match: str | None = None  # a prefix or a suffix of the request id
+    after_id: int | None = None  # only rows logged after the row of this id (a tail's cursor)
 
     def where(self) -> tuple[str, list[object]]:
         clauses: list[str] = []
         args: list[object] = []
+        if self.id_match is not None:
+            # the prefix is a range of the unique index; the suffix reads each row in range
+            clauses.append("((request_id >= ? AND request_id < ?) OR substr(request_id, ?) = ?)")
+            args += [self.id_match, self.id_match + "\U0010ffff", -len(self.id_match)]
+            args.append(self.id_match)
+        if self.after_id is not None:
+            clauses.append("id > ?")
+            args.append(self.after_id)
         if self.since is not None:
             clauses.append("timestamp >= ?")
             args.append(self.since)
@@ -237,10 +252,25 @@ def parse_stats_params(params: Mapping[str, str], *, now: datetime | None = None
 def parse_requests_params(
     params: Mapping[str, str], *, now: datetime | None = None
 ) -> RequestsQuery:
-    """Parameters of ``/v1/requests`` (no time filter: every request)."""
+    """Parameters of ``/v1/requests`` (no time filter: every request). ``request_id``: the rows
+    whose request id starts or ends with it (the start is looked up in the index; the end
+    reads every row of the time range). ``after_id``: the rows logged after the row whose
+    ``id`` it is (with ``sort=id&order=asc``, a tail that neither repeats nor skips a row)."""
     p = _check_names(params, REQUESTS_PARAMS)
+    id_match = p.get("request_id")
+    if id_match is not None and not MIN_ID_MATCH <= len(id_match) <= MAX_ID_MATCH:
+        raise InvalidParameter(
+            "request_id",
+            f"expected {MIN_ID_MATCH} to {MAX_ID_MATCH} characters of a request id,"
+            f" got {len(id_match)}",
+        )
+    filters = replace(
+        _filters(p, now, None),
+        id_match=id_match,
+        after_id=_int(p, "after_id", 0, 0, MAX_ROW_ID) if "after_id" in p else None,
+    )
     return RequestsQuery(
-        filters=_filters(p, now, None),
+        filters=filters,
         page=_int(p, "page", 1, 1, MAX_PAGE),
         per_page=_int(p, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE),
         sort=_choice(p, "sort", SORTS) or "timestamp",
