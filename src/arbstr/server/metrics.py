@@ -2,7 +2,7 @@
 
 :meth:`Metrics.observe` takes each finished request's row on the request path and only adds
 to plain counters (no locks: rows and scrapes both happen on the event loop); the collector
-turns them into metric families at scrape time, in a registry of the gateway's own. Labels
+turns a copy of them into metric families at scrape time, in a registry of its own. Labels
 are config names, model ids the providers list (any other model id is ``other``), API names
 and fixed enums; never a key, a token or request text.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -59,14 +60,6 @@ class Histogram:
         self.counts[bisect_left(BUCKETS_S, value)] += 1
         self.sum += value
 
-    def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        total = 0
-        for le, n in zip(_LE, self.counts, strict=True):
-            total += n
-            out.append((le, total))
-        return out
-
 
 class Call:
     """What rows of one (provider, model, api) add up to."""
@@ -105,7 +98,7 @@ class Row:
 
 
 class Metrics:
-    """The counters, the model ids allowed as labels, and the registry to scrape."""
+    """The counters and the model ids allowed as labels."""
 
     def __init__(self, config: Config, prices: PriceBook, health: HealthBoard) -> None:
         self._prices = prices
@@ -124,8 +117,6 @@ class Metrics:
         self.money: dict[MoneyKey, Money] = {}
         self.errors: dict[tuple[str, str, str, str], int] = {}
         self.attempts: dict[tuple[str, str, str, str], int] = {}
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
 
     def model_label(self, model: str) -> str:
         """``model`` if a provider (as configured or discovered) or the config lists it."""
@@ -189,25 +180,74 @@ class Metrics:
         """Each provider: its breaker lets requests through (closed or half-open)."""
         return {name: e["state"] != "open" for name, e in self._health.snapshot().items()}
 
-    def render(self) -> tuple[bytes, bytes]:
-        """The scrape's body and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+    def snapshot(self) -> Snapshot:
+        """A copy of every counter (on the event loop: formatting it may then run elsewhere)."""
+        return Snapshot(
+            rows={k: r.count for k, r in self.rows.items()},
+            calls={
+                k: (
+                    tuple(c.duration.counts),
+                    c.duration.sum,
+                    tuple(c.ttft.counts),
+                    c.ttft.sum,
+                    c.input_tokens,
+                    c.output_tokens,
+                )
+                for k, c in self.calls.items()
+            },
+            money={k: (v.spent_msats, v.billed_msats) for k, v in self.money.items()},
+            errors=dict(self.errors),
+            attempts=dict(self.attempts),
+            up=self.provider_up(),
+        )
+
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+HistCounts = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    rows: dict[RowKey, int]
+    # duration counts and sum, ttft counts and sum, input and output tokens
+    calls: dict[CallKey, tuple[HistCounts, float, HistCounts, float, int, int]]
+    money: dict[MoneyKey, tuple[int, int]]  # spent and possibly billed msats
+    errors: dict[tuple[str, str, str, str], int]
+    attempts: dict[tuple[str, str, str, str], int]
+    up: dict[str, bool]
+
+
+def render(snap: Snapshot) -> bytes:
+    """``snap`` in the Prometheus text format (pure: may run in a worker thread), through a
+    registry of its own (never prometheus_client's global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snap))
+    return generate_latest(registry)
+
+
+def cumulative(counts: HistCounts) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    total = 0
+    for le, n in zip(_LE, counts, strict=True):
+        total += n
+        out.append((le, total))
+    return out
 
 
 class _Collector:
-    """Metric families from :class:`Metrics`' counters, built at scrape time."""
+    """Metric families from a :class:`Snapshot`, built at scrape time."""
 
-    def __init__(self, m: Metrics) -> None:
-        self._m = m
+    def __init__(self, snap: Snapshot) -> None:
+        self._snap = snap
 
     def collect(self) -> Iterator[Metric]:
-        m = self._m
+        m = self._snap
         requests = CounterMetricFamily(
             "arbstr_requests", "Requests answered (one per request log row).", labels=REQUEST_LABELS
         )
-        for (p, model, api, tier, policy, ok), row in m.rows.items():
+        for (p, model, api, tier, policy, ok), count in m.rows.items():
             status = "success" if ok else "error"
-            requests.add_metric([p, model, api, tier, policy, status], row.count)
+            requests.add_metric([p, model, api, tier, policy, status], count)
         yield requests
         errors = CounterMetricFamily(
             "arbstr_request_errors", "Failed requests by HTTP status.", labels=ERROR_LABELS
@@ -230,12 +270,14 @@ class _Collector:
             "1 while the provider's circuit breaker lets requests through.",
             labels=("provider",),
         )
-        for name, ok in m.provider_up().items():
+        for name, ok in m.up.items():
             up.add_metric([name], 1.0 if ok else 0.0)
         yield up
 
 
-def _calls(calls: dict[CallKey, Call]) -> Iterator[Metric]:
+def _calls(
+    calls: dict[CallKey, tuple[HistCounts, float, HistCounts, float, int, int]],
+) -> Iterator[Metric]:
     duration = HistogramMetricFamily(
         "arbstr_request_duration_seconds",
         "Time from the request to the end of its answer.",
@@ -254,17 +296,17 @@ def _calls(calls: dict[CallKey, Call]) -> Iterator[Metric]:
         "Completion tokens (as reported, else counted).",
         labels=CALL_LABELS,
     )
-    for ck, c in calls.items():
+    for ck, (d_counts, d_sum, t_counts, t_sum, n_in, n_out) in calls.items():
         labels = list(ck)
-        duration.add_metric(labels, c.duration.cumulative(), c.duration.sum)
-        if c.ttft.counts != [0] * len(c.ttft.counts):
-            ttft.add_metric(labels, c.ttft.cumulative(), c.ttft.sum)
-        tokens_in.add_metric(labels, c.input_tokens)
-        tokens_out.add_metric(labels, c.output_tokens)
+        duration.add_metric(labels, cumulative(d_counts), d_sum)
+        if any(t_counts):
+            ttft.add_metric(labels, cumulative(t_counts), t_sum)
+        tokens_in.add_metric(labels, n_in)
+        tokens_out.add_metric(labels, n_out)
     yield from (duration, ttft, tokens_in, tokens_out)
 
 
-def _money(money: dict[MoneyKey, Money]) -> Iterator[Metric]:
+def _money(money: dict[MoneyKey, tuple[int, int]]) -> Iterator[Metric]:
     spent = CounterMetricFamily(
         "arbstr_spent_sats", "What requests cost (sats, from exact msats).", labels=MONEY_LABELS
     )
@@ -273,9 +315,9 @@ def _money(money: dict[MoneyKey, Money]) -> Iterator[Metric]:
         "Estimated cost of requests that may have been billed without a known cost (sats).",
         labels=MONEY_LABELS,
     )
-    for mk, v in money.items():
+    for mk, (spent_msats, billed_msats) in money.items():
         labels = list(mk)
-        spent.add_metric(labels, v.spent_msats / 1000)
-        billed.add_metric(labels, v.billed_msats / 1000)
+        spent.add_metric(labels, spent_msats / 1000)
+        billed.add_metric(labels, billed_msats / 1000)
     yield spent
     yield billed
