@@ -12,6 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from arbstr.errors import ConfigError
+from arbstr.records import RequestRecord
+from arbstr.server import Gateway
+from arbstr.server.metrics import Metrics, render
 from fake_upstream import Completion, FakeUpstream, Reply
 from harness import ProxyThread, make_config, provider
 
@@ -203,3 +206,66 @@ async def test_listed_and_discovered_models_keep_their_id(
     found = samples((await scrape(proxy))[2])
     labels = {(lb["model"], lb["status"]) for lb, _ in found["arbstr_requests_total"]}
     assert labels == {("gpt-4o", "success"), ("gpt-4o-mini", "success"), ("other", "error")}
+
+
+# --- the counters alone -----------------------------------------------------------------------
+
+
+def gateway_metrics() -> Metrics:
+    data = config_data(
+        provider("alpha", "http://127.0.0.1:9"), provider("beta", "http://127.0.0.1:9")
+    )
+    m = Gateway(make_config(data)).metrics
+    assert m is not None
+    return m
+
+
+def record(**kw: Any) -> RequestRecord:
+    fields: dict[str, Any] = {
+        "request_id": "r",
+        "timestamp": "2026-12-01T00:00:00.000Z",
+        "model": "gpt-4o",
+        "provider": "alpha",
+        "policy": "default",
+        "streaming": False,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost_msats": 1,
+        "provider_cost_msats": None,
+        "latency_ms": 100,
+        "ttft_ms": None,
+        "stream_duration_ms": None,
+        "success": True,
+        "error_status": None,
+        "error_message": None,
+    }
+    fields.update(kw)
+    return RequestRecord(**fields)
+
+
+def test_two_gateways_count_apart_and_money_is_exact() -> None:
+    a, b = gateway_metrics(), gateway_metrics()
+    for _ in range(1000):
+        a.observe(record(cost_msats=1, possibly_billed_msats=7), {}, 1)
+    a.observe(record(success=False, error_status=999, provider=None, cost_msats=None), {}, 0)
+    a.observe(record(success=False, error_status=502), {"beta": 2}, 3)
+    found = samples(render(a.snapshot()).decode())
+    assert total(found, "arbstr_spent_sats_total") == 1.001  # 1,001 msats, not a float sum
+    assert total(found, "arbstr_possibly_billed_sats_total") == 7.0
+    assert total(found, "arbstr_request_errors_total", status="other", provider="none") == 1
+    assert total(found, "arbstr_attempts_total", provider="beta", outcome="error") == 2
+    assert total(found, "arbstr_attempts_total", provider="alpha", outcome="error") == 1
+    assert total(found, "arbstr_attempts_total", provider="alpha", outcome="success") == 1000
+    assert total(found, "arbstr_provider_up") == 2
+    assert "arbstr_requests_total" not in samples(render(b.snapshot()).decode())
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    m = gateway_metrics()
+    for ms in (10, 50, 51, 119_000, 500_000):
+        m.observe(record(latency_ms=ms, streaming=True, ttft_ms=ms), {}, 1)
+    found = samples(render(m.snapshot()).decode())
+    bucket = {lb["le"]: v for lb, v in found["arbstr_request_duration_seconds_bucket"]}
+    assert (bucket["0.05"], bucket["0.1"], bucket["120.0"], bucket["+Inf"]) == (2, 3, 4, 5)
+    assert total(found, "arbstr_time_to_first_token_seconds_count") == 5
+    assert total(found, "arbstr_request_duration_seconds_sum") == pytest.approx(619.111)

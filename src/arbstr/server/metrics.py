@@ -86,13 +86,14 @@ class Money:
 class Row:
     """One requests_total series, with the series it shares with others resolved once."""
 
-    __slots__ = ("call", "call_key", "count", "money", "outcome_key")
+    __slots__ = ("attempts", "call", "call_key", "count", "money", "outcome_key")
 
     def __init__(self, call: Call, call_key: CallKey, money: Money, success: bool) -> None:
         self.call = call
         self.call_key = call_key
         self.money = money
         self.count = 0
+        self.attempts = 0  # the last attempts, with this row's outcome, on its provider
         provider, model, api = call_key
         self.outcome_key = (provider, model, api, "success" if success else "error")
 
@@ -116,7 +117,8 @@ class Metrics:
         self.calls: dict[CallKey, Call] = {}
         self.money: dict[MoneyKey, Money] = {}
         self.errors: dict[tuple[str, str, str, str], int] = {}
-        self.attempts: dict[tuple[str, str, str, str], int] = {}
+        # failed attempts; the others are counted in their row
+        self.failed_attempts: dict[tuple[str, str, str, str], int] = {}
 
     def model_label(self, model: str) -> str:
         """``model`` if a provider (as configured or discovered) or the config lists it."""
@@ -130,7 +132,9 @@ class Metrics:
         """Count one finished request: ``r`` its row, ``failures`` its failed attempts per
         provider and ``tried`` every attempt sent (the last, unless failed, on ``r.provider``)."""
         provider = r.provider or NONE
-        model = self.model_label(r.model)
+        model = r.model
+        if self._prices.listed is not self._known_from or model not in self._known:
+            model = self.model_label(model)  # (inline: the common case costs no call)
         api = r.api
         key = (provider, model, api, r.tier or NONE, r.policy or NONE, r.success)
         row = self.rows.get(key)
@@ -138,7 +142,10 @@ class Metrics:
             row = self._row(key)
         row.count += 1
         call = row.call
-        call.duration.observe(r.latency_ms / 1000.0)
+        seconds = r.latency_ms / 1000.0
+        h = call.duration  # (Histogram.observe inline)
+        h.counts[bisect_left(BUCKETS_S, seconds)] += 1
+        h.sum += seconds
         if r.ttft_ms is not None:
             call.ttft.observe(r.ttft_ms / 1000.0)
         if r.input_tokens:
@@ -149,14 +156,14 @@ class Metrics:
             row.money.spent_msats += r.cost_msats
         if r.possibly_billed_msats:
             row.money.billed_msats += r.possibly_billed_msats
-        attempts = self.attempts
         if failures:
+            attempts = self.failed_attempts
             for name, n in failures.items():
                 k = (name, model, api, "error")
                 attempts[k] = attempts.get(k, 0) + n
                 tried -= n
         if tried > 0:
-            attempts[row.outcome_key] = attempts.get(row.outcome_key, 0) + tried
+            row.attempts += tried
         if not r.success:
             status = r.error_status
             code = str(status) if status is not None and 100 <= status <= 599 else OTHER
@@ -175,6 +182,14 @@ class Metrics:
             money = self.money[money_key] = Money()
         row = self.rows[key] = Row(call, call_key, money, success)
         return row
+
+    def _attempts(self) -> dict[tuple[str, str, str, str], int]:
+        out = dict(self.failed_attempts)
+        for row in self.rows.values():
+            if row.attempts:
+                k = row.outcome_key
+                out[k] = out.get(k, 0) + row.attempts
+        return out
 
     def provider_up(self) -> dict[str, bool]:
         """Each provider: its breaker lets requests through (closed or half-open)."""
@@ -197,7 +212,7 @@ class Metrics:
             },
             money={k: (v.spent_msats, v.billed_msats) for k, v in self.money.items()},
             errors=dict(self.errors),
-            attempts=dict(self.attempts),
+            attempts=self._attempts(),
             up=self.provider_up(),
         )
 
