@@ -4,6 +4,7 @@ proxy and scripted fake upstreams."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -196,7 +197,7 @@ async def test_a_junk_model_cannot_create_a_label(
     assert total(found, "arbstr_requests_total") == 3
 
 
-async def test_listed_and_discovered_models_keep_their_id(
+async def test_listed_models_keep_their_id(
     fake_upstream: FakeUpstream, proxies: list[ProxyThread]
 ) -> None:
     models = ["gpt-4o", "gpt-4o-mini"]
@@ -269,3 +270,16 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert (bucket["0.05"], bucket["0.1"], bucket["120.0"], bucket["+Inf"]) == (2, 3, 4, 5)
     assert total(found, "arbstr_time_to_first_token_seconds_count") == 5
     assert total(found, "arbstr_request_duration_seconds_sum") == pytest.approx(619.111)
+
+
+def test_a_price_refresh_adds_the_discovered_models() -> None:
+    m = gateway_metrics()
+    gw_prices = m._prices
+    assert m.model_label("gpt-4o") == "gpt-4o"
+    assert m.model_label("found/later") == "other"
+    alpha = gw_prices.listed[0]
+    found = replace(alpha, models=frozenset({"found/later"}), model_order=("found/later",))
+    gw_prices.listed = (found, *gw_prices.listed[1:])  # as a refresh rebuilds it
+    assert m.model_label("found/later") == "found/later"
+    m.observe(record(model="found/later"), {}, 1)
+    assert ("alpha", "found/later", "chat") in m.calls
