@@ -42,9 +42,6 @@ class App:
 
     def __init__(self, gateway: Gateway, apis: Iterable[Api] = APIS) -> None:
         self.gateway = gateway
-        self.get_routes = dict(_GET_ROUTES)
-        if gateway.metrics is not None:  # off: a 404 like any unknown route
-            self.get_routes["/metrics"] = admin.metrics
         apis = tuple(apis)
         fallbacks = by_name(apis)
         handlers = {id(a): ApiHandler(gateway, a, fallbacks) for a in apis}
@@ -80,7 +77,9 @@ class App:
     async def _admin(self, scope: Scope, path: str, send: Send) -> None:
         gw = self.gateway
         key = path.rstrip("/") or path
-        handler = self.get_routes.get(key)
+        handler = _GET_ROUTES.get(key)
+        if key == "/metrics" and gw.metrics is not None:  # off: a 404 like any unknown route
+            handler = admin.metrics
         query_handler = _QUERY_ROUTES.get(key)
         if handler is None and query_handler is None:
             await send_error(send, NotFound(f"no route for {scope['method']} {path}"))
