@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from arbstr.cli.commands import app
 from arbstr.cli.init_render import KeyPlan, plan_key, render_config
 from arbstr.config import load_config
+from arbstr.config.schema import FileConfig
 from arbstr.errors import ConfigError
 
 KEY = "sk-routstr-secret-0123456789"
@@ -58,6 +59,13 @@ def test_init_then_check_from_an_empty_directory(runner: CliRunner, tmp_path: Pa
     assert cfg.server.is_loopback and cfg.db_path == "./arbstr.db"
     assert [r.name for r in cfg.policies.rules] == ["code", "cheap"]
     assert cfg.tiers == ()  # left to placement by price
+    (daily,) = cfg.budgets
+    assert (daily.name, daily.limit_msats, daily.per, daily.action) == (
+        "daily",
+        5_000_000,
+        "day",
+        "reject",
+    )
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
     done = subprocess.run(
         [sys.executable, "-m", "arbstr", "check"],
@@ -95,6 +103,17 @@ def test_convention_variable_is_used_never_written(
     assert KEY not in text and KEY not in result.output
     cfg = load_config(tmp_path / "config.toml", env={"ARBSTR_ROUTSTR_API_KEY": KEY})
     assert cfg.providers[0].api_key == KEY
+
+
+def test_daily_budget_is_an_option(runner: CliRunner, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", "--daily-sats", "120"]).exit_code == 0
+    assert [b.limit_msats for b in load_config(tmp_path / "config.toml", env={}).budgets] == [
+        120_000
+    ]
+    assert runner.invoke(app, ["init", "--force", "--daily-sats", "0"]).exit_code == 0
+    text = (tmp_path / "config.toml").read_text()
+    assert load_config(tmp_path / "config.toml", env={}).budgets == ()
+    assert "# [[budgets]]" in text  # how to add one, commented
 
 
 def test_refuses_to_overwrite(runner: CliRunner, tmp_path: Path) -> None:
@@ -168,15 +187,9 @@ def test_example_config_is_valid() -> None:
     assert [r.name for r in cfg.policies.rules] == ["code_generation", "quick"]
     assert cfg.retry.breaker_max_cooldown_s == 300
     data = tomllib.loads((REPO / "config.example.toml").read_text())
-    assert set(data) == {
-        "server",
-        "database",
-        "retry",
-        "providers",
-        "policies",
-        "tiers",
-        "complexity",
-    }
+    assert set(data) == set(FileConfig.__struct_fields__)  # every section is shown
+    assert [b.name for b in cfg.budgets] == ["daily", "code-weekly"]
+    assert cfg.metrics.enabled is False
     without = {k: v for k, v in env.items() if k != "ALPHA_KEY"}
     with pytest.raises(ConfigError, match="ALPHA_KEY is not set"):  # it reads the given env
         load_config(REPO / "config.example.toml", env=without)

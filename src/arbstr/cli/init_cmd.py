@@ -13,7 +13,13 @@ from typing import Annotated
 import typer
 
 from arbstr.cli.common import ConfigOpt, console, esc, fail
-from arbstr.cli.init_render import DEFAULT_ROUTSTR_URL, next_steps, plan_key, render_config
+from arbstr.cli.init_render import (
+    DEFAULT_DAILY_SATS,
+    DEFAULT_ROUTSTR_URL,
+    next_steps,
+    plan_key,
+    render_config,
+)
 from arbstr.config import config_from_data, resolve_config_path
 from arbstr.errors import ConfigError
 
@@ -26,13 +32,16 @@ def init(
     force: Annotated[
         bool, typer.Option("--force", help="replace an existing file (a backup is kept)")
     ] = False,
+    daily_sats: Annotated[
+        int, typer.Option("--daily-sats", help="a daily budget in sats (0: none)", min=0)
+    ] = DEFAULT_DAILY_SATS,
 ) -> None:
     """Write a commented config.toml for a Routstr node, check it, print the next steps."""
     from arbstr.cli.config_cmds import check
 
     path = resolve_config_path(config)
     key = plan_key(os.environ)
-    text = render_config(routstr, key)
+    text = render_config(routstr, key, daily_sats=daily_sats)
     try:  # refuse a bad --routstr before anything is written
         config_from_data(tomllib.loads(text), source=str(path), env=os.environ)
     except ConfigError as exc:

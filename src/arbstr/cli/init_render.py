@@ -44,9 +44,34 @@ def _q(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def render_config(url: str, key: KeyPlan, db_path: str = "./arbstr.db") -> str:
+DEFAULT_DAILY_SATS = 5000
+
+
+def _budget(daily_sats: int) -> str:
+    if daily_sats <= 0:
+        return """\
+# No daily budget. To cap what requests may spend per UTC day, add:
+# [[budgets]]
+# name = "daily"
+# sats = 5000
+"""
+    return f"""\
+# At most this many sats per UTC day (use counted from the request log, restarts included);
+# a request over it gets 429 budget_exceeded. Raise it, scope it (policy, model, provider)
+# or set action = "downgrade" (auto requests go to the cheapest tier instead).
+[[budgets]]
+name = "daily"
+sats = {daily_sats}
+per = "day"
+action = "reject"
+"""
+
+
+def render_config(
+    url: str, key: KeyPlan, db_path: str = "./arbstr.db", daily_sats: int = DEFAULT_DAILY_SATS
+) -> str:
     """The commented config: one discovering Routstr provider, loopback server, a request
-    log, two keyword rules and tiers left to placement by price."""
+    log, two keyword rules, tiers left to placement by price and a daily budget."""
     conv = convention_env_name(PROVIDER_NAME)
     if key.referenced:
         key_lines = (
@@ -102,7 +127,8 @@ strategy = "lowest_cost"
 # [[tiers]]
 # name = "frontier"
 # models = ["claude-sonnet-4", "gpt-4o"]
-"""
+
+{_budget(daily_sats)}"""
 
 
 def next_steps(key: KeyPlan) -> list[str]:
