@@ -49,6 +49,13 @@ def flat(msats: int) -> Cost:
     return lambda c: msats
 
 
+def take(book: BudgetBook, policy: str | None, c: Candidate, msats: int) -> tuple[Hold, int | None]:
+    """Admit a request of ``msats`` on ``c`` (it must be) and hold it."""
+    adm = book.admit(policy, [c], flat(msats))
+    assert adm.candidates == (c,)
+    return book.hold(adm)
+
+
 # --- windows -------------------------------------------------------------------------------
 
 
@@ -105,7 +112,7 @@ def test_holds_admit_exactly_what_the_limit_takes() -> None:
     for _ in range(50):
         adm = book.admit("default", [c], flat(100_000))
         if adm.candidates:
-            book.hold("default", c, 100_000)
+            book.hold(adm)
             admitted += 1
         else:
             assert adm.stopped_by is not None and adm.stopped_by.budget.name == "b-reject"
@@ -117,13 +124,13 @@ def test_holds_admit_exactly_what_the_limit_takes() -> None:
 def test_settling_releases_the_hold_and_counts_the_real_cost() -> None:
     book = BudgetBook([budget(1000)], Clock())
     c = candidate()
-    h, left = book.hold("default", c, 300_000)
+    h, left = take(book, "default", c, 300_000)
     assert left == 700_000
     book.settle(h, "default", "gpt-4o", "alpha", 120_000)
     s = book.states[0]
     assert (s.used_msats, s.held_msats) == (120_000, 0)
     # a failed request that cost nothing frees its hold entirely
-    h, _ = book.hold("default", c, 300_000)
+    h, _ = take(book, "default", c, 300_000)
     book.settle(h, "default", "gpt-4o", "alpha", 0)
     assert (s.used_msats, s.held_msats) == (120_000, 0)
 
@@ -135,7 +142,7 @@ def test_a_scoped_reject_budget_drops_only_the_candidates_it_covers() -> None:
     assert adm.candidates == (b,)
     assert adm.stopped_by is not None
     # the hold goes on the budgets covering the candidate that serves
-    _, left = book.hold("default", b, 1)
+    _, left = take(book, "default", b, 1)
     assert left is None
 
 
@@ -165,9 +172,9 @@ def test_a_new_window_starts_from_zero_and_a_request_of_the_old_one_counts_there
     clock = Clock(datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC))
     book = BudgetBook([budget(1000)], clock)
     c = candidate()
-    done, _ = book.hold("default", c, 600_000)
+    done, _ = take(book, "default", c, 600_000)
     book.settle(done, "default", "gpt-4o", "alpha", 600_000)
-    late, _ = book.hold("default", c, 300_000)
+    late, _ = take(book, "default", c, 300_000)
     assert not book.admit("default", [c], flat(200_000)).candidates
     clock.now = datetime(2026, 12, 2, 0, 0, 1, tzinfo=UTC)
     s = book.states[0]
@@ -212,7 +219,7 @@ def test_spend_never_passes_the_limit_by_more_than_the_estimates_missed(
     missed = 0
     for est, real, settle_one in steps:
         if book.admit(None, [c], flat(est)).candidates:
-            h, _ = book.hold(None, c, est)
+            h, _ = take(book, None, c, est)
             open_holds.append((h, est, real))
         if settle_one and open_holds:
             h, est_, real_ = open_holds.pop(0)
@@ -278,3 +285,20 @@ def test_a_bad_budget_is_a_config_error_naming_the_field(
 def test_a_budget_name_is_defined_once() -> None:
     with pytest.raises(ConfigError, match="defined twice"):
         config_with({"name": "x", "sats": 1}, {"name": "x", "sats": 2})
+
+
+def test_a_request_wide_budget_is_checked_on_the_first_candidate_that_fits() -> None:
+    book = BudgetBook([budget(10)], Clock())
+    dear, cheap = candidate("alpha"), candidate("beta")
+    prices = {"alpha": 12_000, "beta": 8_000}
+
+    def cost(c: Candidate) -> int:
+        return prices[c.provider.name]
+
+    adm = book.admit("default", [dear, cheap], cost)
+    assert adm.candidates == (cheap,)  # the dear one does not fit what is left
+    assert (adm.estimate, [s.budget.name for s in adm.covering]) == (8_000, ["b-reject"])
+    prices["alpha"] = 5_000
+    adm = book.admit("default", [dear, cheap], cost)
+    assert adm.candidates == (dear, cheap)  # checked once, on the first: fallback stays
+    assert adm.estimate == 5_000

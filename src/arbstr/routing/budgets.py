@@ -12,7 +12,7 @@ loop, so no other request interleaves."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from arbstr.config import Budget
@@ -29,28 +29,38 @@ class BudgetState:
     reset: datetime
     used_msats: int = 0  # settled by requests that started in this window
     held_msats: int = 0  # estimates of requests in flight
+    limit: int = field(init=False)  # (the budget's, at hand on the request path)
+    reject: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limit = self.budget.limit_msats
+        self.reject = self.budget.action == "reject"
 
     @property
     def remaining_msats(self) -> int:
-        return self.budget.limit_msats - self.used_msats - self.held_msats
+        return self.limit - self.used_msats - self.held_msats
 
     def takes(self, msats: int) -> bool:
-        return self.used_msats + self.held_msats + msats <= self.budget.limit_msats
+        return self.used_msats + self.held_msats + msats <= self.limit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hold:
-    """What one admitted request holds: its start and each budget's share."""
+    """What one admitted request holds: its start, and ``msats`` on each of ``states``."""
 
     at: datetime
-    parts: tuple[tuple[BudgetState, int], ...]
+    states: tuple[BudgetState, ...]
+    msats: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: built on the request path, where frozen's init is slow)
 class Admission:
     candidates: tuple[Candidate, ...]  # those no reject budget stops, in rank order
     stopped_by: BudgetState | None  # a reject budget that dropped a candidate
     downgrade: BudgetState | None  # an exhausted downgrade budget covering the first one
+    covering: tuple[BudgetState, ...] = ()  # the budgets covering the first one ...
+    estimate: int = 0  # ... and its estimate: what a hold takes
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +78,19 @@ Cost = Callable[[Candidate], int]
 
 
 class BudgetBook:
+    """The budgets' state. A budget scoped to no model and no provider covers every candidate
+    of a request alike: it is checked on the first candidate that passes the others (a
+    fallback to another candidate then costs what it costs: an estimate error like any)."""
+
     def __init__(self, budgets: Sequence[Budget], clock: Callable[[], datetime] = utc_now) -> None:
         self.clock = clock
         now = clock()
         self.states = [BudgetState(b, *window(b.per, now)) for b in budgets]
         self.enabled = bool(self.states)
+        self._per_candidate = [s for s in self.states if s.budget.model or s.budget.provider]
+        self._per_request = [s for s in self.states if s not in self._per_candidate]
+        self._for_policy: dict[str | None, tuple[BudgetState, ...]] = {}
+        self._next_reset = min((s.reset for s in self.states), default=now)
 
     def earliest_start(self) -> datetime:
         """Where the request log must be read from to know every budget's use."""
@@ -80,7 +98,7 @@ class BudgetBook:
 
     def load(self, spent: Iterable[Spent]) -> None:
         """Each budget's use in its window, from the log's settled spend (at start)."""
-        self._roll(self.clock())
+        self.roll()
         for s in self.states:
             s.used_msats = 0
         for row in spent:
@@ -92,66 +110,125 @@ class BudgetBook:
 
     def roll(self) -> None:
         """Move every budget whose window ended into the current one."""
-        self._roll(self.clock())
+        now = self.clock()
+        if now >= self._next_reset:
+            self._roll(now)
 
     def _roll(self, now: datetime) -> None:
+        if not self.states:
+            return
         for s in self.states:
             if now >= s.reset:  # a new window: held requests of the old one stay held
                 s.start, s.reset = window(s.budget.per, now)
                 s.used_msats = 0
+        self._next_reset = min(s.reset for s in self.states)
 
-    def covering(self, policy: str | None, c: Candidate) -> list[BudgetState]:
-        return [s for s in self.states if s.budget.covers(policy, c.model, c.provider.name)]
+    def _request_level(self, policy: str | None) -> tuple[BudgetState, ...]:
+        found = self._for_policy.get(policy)
+        if found is None:
+            found = tuple(s for s in self._per_request if s.budget.covers(policy, None, None))
+            self._for_policy[policy] = found
+        return found
+
+    def covering(self, policy: str | None, c: Candidate) -> tuple[BudgetState, ...]:
+        """The budgets a request of ``policy`` served by ``c`` counts on."""
+        level = self._request_level(policy)
+        if not self._per_candidate:
+            return level
+        name = c.provider.name
+        return level + tuple(
+            s for s in self._per_candidate if s.budget.covers(policy, c.model, name)
+        )
 
     def admit(self, policy: str | None, candidates: Sequence[Candidate], cost: Cost) -> Admission:
         """Which candidates the budgets let serve the request (see the module docstring)."""
-        self._roll(self.clock())
+        now = self.clock()
+        if now >= self._next_reset:
+            self._roll(now)
+        if self._per_candidate:
+            return self._admit_each(policy, candidates, cost, now)
+        states = self._for_policy.get(policy)
+        if states is None:
+            states = self._request_level(policy)
+        if not states:
+            return Admission(tuple(candidates), None, None, (), 0, now)
+        stopped: BudgetState | None = None
+        for i, c in enumerate(candidates):  # (the request path: plain loops, few calls)
+            est = cost(c)
+            over = None
+            for st in states:
+                if st.reject and st.used_msats + st.held_msats + est > st.limit:
+                    over = st
+                    break
+            if over is None:
+                return Admission(
+                    tuple(candidates[i:]), stopped, _downgrade(states, est), states, est, now
+                )
+            stopped = stopped or over
+        return Admission((), stopped, None, (), 0, now)
+
+    def _admit_each(
+        self, policy: str | None, candidates: Sequence[Candidate], cost: Cost, now: datetime
+    ) -> Admission:
+        """:meth:`admit` with budgets scoped to models or providers: each candidate checked
+        on those covering it, the first also on the request-wide ones."""
         kept: list[Candidate] = []
         stopped: BudgetState | None = None
+        first: tuple[BudgetState, ...] | None = None
+        first_est = 0
         for c in candidates:
-            over = self._over(policy, c, cost, "reject")
-            if over is None:
-                kept.append(c)
-            elif stopped is None:
-                stopped = over
-        downgrade = self._over(policy, kept[0], cost, "downgrade") if kept else None
-        return Admission(tuple(kept), stopped, downgrade)
-
-    def _over(
-        self, policy: str | None, c: Candidate, cost: Cost, action: str
-    ) -> BudgetState | None:
-        est: int | None = None
-        for s in self.states:
-            if s.budget.action != action or not s.budget.covers(policy, c.model, c.provider.name):
+            if first is None:
+                states = self.covering(policy, c)
+            else:
+                name = c.provider.name
+                states = tuple(
+                    s for s in self._per_candidate if s.budget.covers(policy, c.model, name)
+                )
+            est = cost(c) if states else 0
+            over = next((s for s in states if s.reject and not s.takes(est)), None)
+            if over is not None:
+                stopped = stopped or over
                 continue
-            if est is None:
-                est = cost(c)
-            if not s.takes(est):
-                return s
-        return None
+            kept.append(c)
+            if first is None:
+                first, first_est = states, est
+        down = _downgrade(first, first_est) if first else None
+        return Admission(tuple(kept), stopped, down, first or (), first_est, now)
 
-    def hold(self, policy: str | None, c: Candidate, msats: int) -> tuple[Hold, int | None]:
-        """Hold ``msats`` on every budget covering ``c``; returns the hold and the least any
-        of them has left after it (None: no budget covers the request)."""
-        parts = tuple((s, msats) for s in self.covering(policy, c))
-        for s, m in parts:
-            s.held_msats += m
-        left = min((s.remaining_msats for s, _ in parts), default=None)
-        return Hold(self.clock(), parts), left
+    def hold(self, adm: Admission) -> tuple[Hold, int | None]:
+        """Hold the admitted request's estimate on every budget covering its first candidate;
+        returns the hold and the least any of them has left after it (None: none covers it)."""
+        msats = adm.estimate
+        left: int | None = None
+        for s in adm.covering:
+            s.held_msats += msats
+            rest = s.limit - s.used_msats - s.held_msats
+            if left is None or rest < left:
+                left = rest
+        at = adm.at if adm.at is not None else self.clock()
+        return Hold(at, adm.covering, msats), left
 
     def settle(
         self, hold: Hold, policy: str | None, model: str | None, provider: str | None, msats: int
     ) -> None:
         """Release ``hold`` and count what the request cost on the budgets covering how it
-        was answered, when it started in their current window (as the log will count it)."""
-        for s, m in hold.parts:
-            s.held_msats -= m
+        was answered, when it started in their current window (as the log will count it; a
+        window that ended since is reset by the next roll)."""
+        for s in hold.states:
+            s.held_msats -= hold.msats
         if msats <= 0:
             return
-        self._roll(self.clock())
         for s in self.states:
             if s.start <= hold.at < s.reset and s.budget.covers(policy, model, provider):
                 s.used_msats += msats
+
+
+def _downgrade(states: Sequence[BudgetState], est: int) -> BudgetState | None:
+    """A downgrade budget among ``states`` that cannot take ``est``."""
+    for s in states:
+        if not s.reject and s.used_msats + s.held_msats + est > s.limit:
+            return s
+    return None
 
 
 def day_of(text: str) -> datetime:

@@ -48,6 +48,7 @@ def within_budgets(
     if not adm.candidates:
         assert adm.stopped_by is not None
         raise exceeded(adm.stopped_by, book.clock())
+    ex.budget_admission = adm
     if len(adm.candidates) != len(r.candidates):
         r = Route(adm.candidates[0].model, adm.candidates, r.tier, r.reason)
     return r
@@ -73,10 +74,18 @@ def estimate(in_tokens: int, out_tokens: Callable[[str], int]) -> Cost:
     return cost
 
 
-def hold(book: BudgetBook, ex: Exchange, c: Candidate, cost: Cost) -> None:
-    """Hold ``c``'s estimate for ``ex`` until its row settles it (``x-arbstr-budget-remaining-
-    sats`` says what the tightest budget covering it has left after the estimate)."""
-    ex.budget_hold, ex.budget_left_msats = book.hold(ex.policy, c, cost(c))
+def hold(book: BudgetBook, ex: Exchange) -> None:
+    """Hold the admitted estimate for ``ex`` until its row settles it (``x-arbstr-budget-
+    remaining-sats`` says what the tightest budget covering it has left after the hold)."""
+    adm, ex.budget_admission = ex.budget_admission, None
+    if adm is not None:
+        ex.budget_hold, ex.budget_left_msats = book.hold(adm)
+
+
+def hold_reask(book: BudgetBook, ex: Exchange, r: Route, cost: Cost) -> None:
+    """Admit and hold a re-ask on its route (already checked by :func:`admitted_reask`)."""
+    ex.budget_admission = book.admit(ex.policy, r.candidates, cost)
+    hold(book, ex)
 
 
 def settle(book: BudgetBook, ex: Exchange, record: RequestRecord) -> None:

@@ -20,7 +20,7 @@ from arbstr.config import Provider, Rule
 from arbstr.errors import ArbstrError
 from arbstr.routing import Candidate, Route, TierMap, estimate_output_tokens, route
 from arbstr.routing.escalation import next_tier, signal
-from arbstr.server.budgets import admitted_reask, estimate, hold
+from arbstr.server.budgets import admitted_reask, estimate, hold_reask
 from arbstr.server.charge import Charge
 from arbstr.server.disconnect import DisconnectWatch
 from arbstr.server.exchange import Exchange, header_value
@@ -164,12 +164,8 @@ class Escalations(StreamsMixin):
         nxt.escalation = reason
         book = self.gw.budgets
         if book.enabled:
-            hold(
-                book,
-                nxt,
-                r.candidates[0],
-                estimate(nxt.est_input_tokens, lambda _: nxt.est_output_tokens),
-            )
+            est_out = nxt.est_output_tokens
+            hold_reask(book, nxt, r, estimate(nxt.est_input_tokens, lambda _: est_out))
         log.info(
             "escalated %s->%s (%s) as %s", ex.tier, r.tier, reason, nxt.request_id, extra=rid(ex)
         )

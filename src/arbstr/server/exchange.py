@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from arbstr.apinames import ApiName
 from arbstr.money import format_msats
 from arbstr.routing import Candidate
-from arbstr.routing.budgets import Hold
+from arbstr.routing.budgets import Admission, Hold
 from arbstr.server.http import Headers
 from arbstr.upstream import AttemptLog
 
@@ -55,6 +55,7 @@ class Exchange:
     sticky: str | None = None  # hit | miss | new (x-arbstr-sticky), with a sticky_key
     sticky_to: Candidate | None = None  # the conversation's candidate, ranked first on a hit
     attempts: AttemptLog = field(default_factory=AttemptLog)
+    budget_admission: Admission | None = None  # what the budgets admitted, until held
     budget_hold: Hold | None = None  # what it holds against budgets until its row settles it
     budget_left_msats: int | None = None  # the tightest covering budget's left, after the hold
 

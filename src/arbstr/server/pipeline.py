@@ -169,8 +169,8 @@ class ApiHandler(HotPaths):
         body, policy_header, tier_header, session = await self.read(scope, receive)
         plan = self.plan(body, policy_header, tier_header, ex, session)
         req, r = plan.request, plan.route
-        if self.gw.budgets.enabled:  # (no await since the plan: no other request came between)
-            hold(self.gw.budgets, ex, r.candidates[0], estimate(plan.in_tokens, plan.out_tokens))
+        if ex.budget_admission is not None:  # (no await since the plan: nothing came between)
+            hold(self.gw.budgets, ex)
         extra = _forwarded(scope, self._forward) if self._forward else b""
         return Prepared(
             self.api, self.api.upstream_body(body, req, r.model), req, r, body, plan.reserve, extra
