@@ -15,8 +15,8 @@ from arbstr.storage.location import is_postgres
 def sql_rows(location: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """The rows of ``sql`` (``?`` placeholders) on ``location``."""
     if is_postgres(location):
-        with psycopg.connect(location) as conn:
-            return conn.execute(to_pyformat(sql), list(args)).fetchall()
+        with psycopg.connect(location) as pg:
+            return pg.execute(to_pyformat(sql), list(args)).fetchall()
     conn = sqlite3.connect(location)
     try:
         return conn.execute(sql, args).fetchall()
@@ -27,8 +27,8 @@ def sql_rows(location: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[
 def sql_exec(location: str, sql: str, args: tuple[Any, ...] = ()) -> None:
     """Run one statement on ``location`` and commit it."""
     if is_postgres(location):
-        with psycopg.connect(location, autocommit=True) as conn:
-            conn.execute(to_pyformat(sql), list(args))
+        with psycopg.connect(location, autocommit=True) as pg:
+            pg.execute(to_pyformat(sql), list(args))
         return
     conn = sqlite3.connect(location, isolation_level=None)
     try:

@@ -185,14 +185,17 @@ def pg_conn(pg_server: PgServer) -> Iterator[psycopg.Connection[tuple[Any, ...]]
         yield conn
 
 
+def _pg_bucket_sql(unit: str) -> str:
+    return to_pyformat(f"SELECT {POSTGRES.bucket(unit, 't')} FROM (SELECT ?::text AS t) AS x")  # noqa: S608
+
+
 @settings(max_examples=200)
 @given(units, moments)
 def test_postgres_sql_puts_a_stored_timestamp_in_the_bucket_python_names(
     pg_conn: psycopg.Connection[tuple[Any, ...]], unit: str, dt: datetime
 ) -> None:
     stamp = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    sql = to_pyformat(f"SELECT {POSTGRES.bucket(unit, 't')} FROM (SELECT ?::text AS t) AS x")
-    row = pg_conn.execute(sql, [stamp]).fetchone()
+    row = pg_conn.execute(_pg_bucket_sql(unit), [stamp]).fetchone()
     assert row is not None
     got = row[0]
     if unit == "week":
@@ -204,8 +207,7 @@ def test_postgres_gives_no_bucket_to_a_timestamp_of_another_shape(
     pg_conn: psycopg.Connection[tuple[Any, ...]],
 ) -> None:
     for unit in buckets.UNITS:
-        sql = to_pyformat(f"SELECT {POSTGRES.bucket(unit, 't')} FROM (SELECT ?::text AS t) AS x")
-        assert pg_conn.execute(sql, ["yesterday"]).fetchone() == (None,)
+        assert pg_conn.execute(_pg_bucket_sql(unit), ["yesterday"]).fetchone() == (None,)
 
 
 @given(

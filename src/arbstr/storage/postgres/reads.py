@@ -27,6 +27,7 @@ STATEMENT_TIMEOUT_MS = 30_000
 
 _pools: dict[str, psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]]] = {}
 _lock = threading.Lock()
+_reached: set[str] = set()  # URLs a read has connected to (no probe needed any more)
 
 
 class PgDb:
@@ -54,6 +55,7 @@ def _pool(url: str) -> psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any,
                     "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
                 },
                 timeout=WAIT_S,
+                check=psycopg_pool.ConnectionPool.check_connection,  # after a server restart
                 open=True,
                 name="arbstr-reads",
             )
@@ -61,11 +63,23 @@ def _pool(url: str) -> psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any,
         return pool
 
 
+def _probe(url: str) -> None:
+    """Before the first pooled connection, one direct attempt: a server that refuses (a wrong
+    password, no such database) is answered at once and with its reason, rather than after
+    the pool's wait."""
+    with psycopg.connect(url, connect_timeout=int(WAIT_S), application_name="arbstr-reads"):
+        pass
+
+
 def read(url: str, query: Callable[[Db], T]) -> T:
     """Run ``query`` on a pooled connection of ``url`` (blocking)."""
     name = display(url)
     try:
-        with _pool(url).connection() as conn:
+        pool = _pool(url)
+        if url not in _reached:
+            _probe(url)
+            _reached.add(url)
+        with pool.connection() as conn:
             conn.read_only = True
             with conn.transaction():
                 version = schema_version(conn)
