@@ -308,3 +308,33 @@ def test_the_answers_are_those_of_sqlite_for_the_same_rows(url: str, tmp_path: A
 def test_schema_version_of_an_empty_database(url: str) -> None:
     with psycopg.connect(url) as conn:
         assert schema_version(conn) == 0
+
+
+def test_the_cli_reads_the_url_of_the_config_or_the_environment(
+    url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from arbstr.cli import app
+
+    s = Store.open(url)
+    for _ in range(3):
+        s.submit(record())
+    s.close()
+    for var in ("ARBSTR_DB", "ARBSTR_CONFIG", "ARBSTR_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["requests", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert msgspec.json.decode(result.stdout)["total"] == 3
+    monkeypatch.setenv("ARBSTR_DATABASE_URL", url)
+    result = runner.invoke(app, ["stats", "--json"])
+    assert result.exit_code == 0, result.output
+    assert msgspec.json.decode(result.stdout)["counts"]["total"] == 3
+    monkeypatch.setenv("ARBSTR_DATABASE_URL", url.replace(PASSWORD, "n0t-the-pass-word"))
+    result = runner.invoke(app, ["stats"])
+    assert result.exit_code != 0
+    assert "password authentication failed" in result.output
+    assert "n0t-the-pass-word" not in result.output

@@ -147,6 +147,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     tiers: tuple[Tier, ...] = ()  # configured [[tiers]], cheapest first
     complexity: ComplexitySettings = DEFAULT_COMPLEXITY
+    db_url: str | None = None  # [database].url: the request log on PostgreSQL
 
     def with_listen(self, listen: str) -> Config:
         parse_listen(listen, where="--listen")
