@@ -130,6 +130,7 @@ def test_rows_queued_while_the_server_is_down_are_written_when_it_is_back(
     running.stop()
     during = [record() for _ in range(300)]
     with caplog.at_level(logging.WARNING, logger="arbstr.storage"):
+        s.ratios.observe("default", "gpt-4o", 100, 25)  # learned during the outage
         for r in during:
             s.submit(r)
         assert not s.flush(timeout=1.0)  # kept, waiting for the server
@@ -141,6 +142,9 @@ def test_rows_queued_while_the_server_is_down_are_written_when_it_is_back(
     s.close()
     ids = [r[0] for r in sql_rows(url, "SELECT request_id FROM requests")]
     assert sorted(ids) == sorted(r.request_id for r in before + during)  # none lost, no twins
+    assert sql_rows(url, "SELECT policy, model, avg_ratio, sample_count FROM token_ratios") == [
+        ("default", "gpt-4o", 0.25, 1)
+    ]
     assert PASSWORD not in caplog.text
 
 

@@ -342,6 +342,7 @@ class Store:
         conn = self._conn
         if conn is None:
             self._keep_or_drop(records)
+            self.ratios.restore(ratios)
             return
         try:
             done = self._backend.write(conn, records, ratios, self._pacer)

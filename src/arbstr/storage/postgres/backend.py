@@ -40,6 +40,13 @@ class PostgresBackend:
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 application_name="arbstr",
+                # a server that vanished without closing the connection (a network cut) is
+                # noticed within ~30 s instead of blocking the writer for good
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+                tcp_user_timeout=30_000,
             )
         except (psycopg.Error, ValueError) as exc:
             raise OpenFailed(f"cannot connect to {self.name}: {self._safe(exc)}") from None
