@@ -308,7 +308,9 @@ def query_requests(conn: sqlite3.Connection | Db, q: RequestsQuery) -> RequestsP
     where, args = q.filters.where()
     total = int(db.rows(f"SELECT COUNT(*) FROM requests{where}", args)[0][0])  # noqa: S608
     direction = q.order.upper()
-    nulls = "NULLS FIRST" if direction == "ASC" else "NULLS LAST"  # SQLite's order, everywhere
+    # NULLs as SQLite orders them, on both backends; only cost_sats can be NULL (an explicit
+    # NULLS on a NOT NULL column keeps PostgreSQL from reading the time index in order)
+    nulls = ("NULLS FIRST" if direction == "ASC" else "NULLS LAST") if q.sort == "cost_sats" else ""
     sql = (
         f"SELECT {_REQUEST_COLUMNS} FROM requests{where}"  # noqa: S608 - whitelisted names
         f" ORDER BY {q.sort} {direction} {nulls}, id {direction} LIMIT ? OFFSET ?"
