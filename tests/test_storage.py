@@ -29,12 +29,12 @@ from arbstr.storage.params import (
 )
 from arbstr.storage.payloads import Payload
 from arbstr.storage.queries import (
-    open_readonly,
     query_requests,
     query_stats,
     read_requests,
     read_stats,
 )
+from arbstr.storage.sqlite_reads import open_readonly
 from arbstr.storage.store import StoredRatios
 from logdata import assert_stats_match, expected_stats, make_records, record, sort_key, where
 from logdb import sql_rows

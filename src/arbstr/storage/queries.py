@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from arbstr.errors import DatabaseUnavailable
 from arbstr.storage import buckets
@@ -57,7 +56,9 @@ from arbstr.storage.rows import (
     take_sum,
     tokens_sql,
 )
-from arbstr.storage.schema import SchemaTooNew, check_not_newer, user_version
+from arbstr.storage.sqlite_reads import open_readonly
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------
 # SQL
@@ -327,90 +328,31 @@ def query_requests(conn: sqlite3.Connection | Db, q: RequestsQuery) -> RequestsP
 
 
 # ---------------------------------------------------------------------------------------------
-# Read-only access (blocking: run it in a thread from async code)
+# Reading either backend (blocking: run it in a thread from async code)
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
-    """A read-only connection to an arbstr request log; :class:`DatabaseUnavailable` if the
-    file is missing, unreadable, not a request log, or of a newer schema."""
-    p = Path(path)
-    if not p.is_file():
-        raise DatabaseUnavailable(f"no request log at {path} (`arbstr serve` creates it)")
+def read_with(location: str, query: Callable[[Db], T]) -> T:
+    """Run ``query`` on a read connection of ``location``, a SQLite path or a PostgreSQL URL
+    (:mod:`arbstr.storage.location`); errors are :class:`DatabaseUnavailable`. Every read of
+    the request log goes through here: a new read is a function of a :class:`Db`."""
+    if is_postgres(location):
+        from arbstr.storage.postgres.reads import read
+
+        return read(location, query)
+    conn = open_readonly(location)
     try:
-        conn = sqlite3.connect(
-            p.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0, check_same_thread=False
-        )
+        return query(SqliteDb(conn))
     except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot open the request log {path}: {exc}") from None
-    try:
-        version = user_version(conn)
-        if version == 0:
-            raise DatabaseUnavailable(f"{path} is not an arbstr request log (no schema)")
-        check_not_newer(version, path)
-        _columns_of_older_schemas(conn, version)
-    except SchemaTooNew as exc:
+        raise DatabaseUnavailable(f"cannot read the request log {location}: {exc}") from None
+    finally:
         conn.close()
-        raise DatabaseUnavailable(str(exc)) from None
-    except sqlite3.Error as exc:
-        conn.close()
-        raise DatabaseUnavailable(f"cannot read the request log {path}: {exc}") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-# What later migrations changed, for a log not yet upgraded (the CLI reads a file that no
-# newer `arbstr serve` has opened): (version, column, how a row of an older schema reads as
-# that version would have stored it), as the migrations themselves do it.
-_UPGRADED_COLUMNS = (
-    (2, "possibly_billed_sats", "NULL"),
-    (3, "computed_cost_sats", "cost_sats"),
-    (3, "cost_sats", "COALESCE(provider_cost_sats, cost_sats)"),
-    (4, "api", "'chat'"),
-    (5, "tier", "NULL"),
-    (5, "complexity", "NULL"),
-    (6, "escalated_from", "NULL"),
-    (6, "escalation", "NULL"),
-)
-
-
-def _columns_of_older_schemas(conn: sqlite3.Connection, version: int) -> None:
-    changed = {col: expr for v, col, expr in _UPGRADED_COLUMNS if version < v}
-    if not changed:
-        return
-    stored = [str(row[1]) for row in conn.execute("PRAGMA main.table_info(requests)")]
-    select = [f"{changed.pop(c)} AS {c}" if c in changed else c for c in stored]
-    select += [f"{expr} AS {col}" for col, expr in changed.items()]
-    # a TEMP view shadows the table for this connection only; the file is untouched
-    conn.execute(f"CREATE TEMP VIEW requests AS SELECT {', '.join(select)} FROM main.requests")  # noqa: S608
 
 
 def read_stats(location: str, q: StatsQuery) -> Stats:
-    """``/v1/stats`` from a SQLite file or a PostgreSQL URL (blocking)."""
-    if is_postgres(location):
-        from arbstr.storage.postgres.reads import read
-
-        return read(location, lambda db: query_stats(db, q))
-    conn = open_readonly(location)
-    try:
-        return query_stats(conn, q)
-    except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot read the request log {location}: {exc}") from None
-    finally:
-        conn.close()
+    """``/v1/stats``."""
+    return read_with(location, lambda db: query_stats(db, q))
 
 
 def read_requests(location: str, q: RequestsQuery) -> RequestsPage:
-    """``/v1/requests`` from a SQLite file or a PostgreSQL URL (blocking)."""
-    if is_postgres(location):
-        from arbstr.storage.postgres.reads import read
-
-        return read(location, lambda db: query_requests(db, q))
-    conn = open_readonly(location)
-    try:
-        return query_requests(conn, q)
-    except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot read the request log {location}: {exc}") from None
-    finally:
-        conn.close()
+    """``/v1/requests``."""
+    return read_with(location, lambda db: query_requests(db, q))
