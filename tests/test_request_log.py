@@ -41,6 +41,7 @@ from logdata import (
     where,
 )
 from logdb import sql_rows
+from pg_server import PASSWORD
 
 CHAT = "/v1/chat/completions"
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -718,6 +719,7 @@ async def test_serve_logs_every_request_and_flushes_on_sigterm(
     if backend == "postgres":
         db = request.getfixturevalue("pg_server").create_database()
     proc, url = serve(db, tmp_path)
+    out = ""
     try:
         await wait_up(proc, url)
         costs = await post_many(url, 25)
@@ -725,7 +727,10 @@ async def test_serve_logs_every_request_and_flushes_on_sigterm(
         assert (health["database"], health["log_dropped"]) == ("ok", 0)
     finally:
         if proc.poll() is None:
-            stop(proc)
+            out = stop(proc)
+    assert "request log: " in out
+    if backend == "postgres":
+        assert "postgresql://arbstr:***@127.0.0.1" in out and PASSWORD not in out
     rows = db_rows(
         db, "SELECT SUM(CAST(ROUND(cost_sats * 1000) AS BIGINT)), COUNT(*) FROM requests"
     )
