@@ -56,7 +56,10 @@ class PgServer:
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="arbstr-pg-"))
+        # as root the server runs as nobody, who must reach the directory: /tmp, not a
+        # $TMPDIR that may sit under root's own 0700 home
+        base = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="arbstr-pg-", dir=base))
         self.data = self.root / "data"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -130,7 +133,8 @@ class PgServer:
             if self._wait_ready(timeout_s):
                 return
             self.stop()
-        raise RuntimeError(f"PostgreSQL did not start; see {self.root / 'server.log'}")
+        tail = (self.root / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"PostgreSQL did not start:\n{tail}")
 
     def _wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
