@@ -267,14 +267,16 @@ class Store:
         self._available = False
         self._error = reason
         if was:
-            then = "rows are kept for" if self._backend.keeps_rows else "rows are dropped"
+            rows = (
+                f"rows are kept for the reconnect (up to {self._queue_size:,} rows)"
+                if self._backend.keeps_rows
+                else "rows are dropped"
+            )
             log.log(
                 level,
                 "request log unavailable: %s; proxying continues, %s (see log_dropped in /health)",
                 reason,
-                f"{then} the reconnect (up to {self._queue_size} rows)"
-                if self._backend.keeps_rows
-                else then,
+                rows,
             )
 
     def _set_available(self) -> None:
