@@ -56,7 +56,7 @@ from arbstr.storage.rows import (
     take_sum,
     tokens_sql,
 )
-from arbstr.storage.sqlite_reads import open_readonly
+from arbstr.storage.sqlite_reads import open_readonly as open_readonly  # re-exported
 
 T = TypeVar("T")
 
