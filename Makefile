@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CLIENTS := .clients
 CLIENTS_STAMP := $(CLIENTS)/.installed
 
-.PHONY: demo test lint bench clients clean
+.PHONY: demo test lint bench clients clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,19 @@ $(CLIENTS_STAMP): package.json
 
 clients: $(CLIENTS_STAMP)
 
+# PostgreSQL server binaries for the request-log tests on PostgreSQL (tests/pg_server.py starts
+# its own server from them); Debian's package, installed only when no initdb is there.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing PostgreSQL (apt-get) for the tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq >/dev/null && \
+		apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/arbstr serve --mock --listen 127.0.0.1:8080
 
-test: $(STAMP) $(CLIENTS_STAMP)
+test: $(STAMP) $(CLIENTS_STAMP) postgres
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

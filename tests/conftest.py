@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,33 @@ from arbstr.mock import MockProvider, start_mock_providers
 from fake_routstr import FakeRoutstr, NodeModel
 from fake_upstream import FakeUpstream
 from harness import ProxyThread
+from pg_server import PgServer, running_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the whole session (tests/pg_server.py), started on first
+    use; skips when no PostgreSQL binaries are installed (`make test` installs them)."""
+    with running_server() as server:
+        if server is None:
+            pytest.skip("PostgreSQL binaries not installed (make test installs them)")
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each request-log test runs once per backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def log_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty request log of the backend under test: a SQLite path or the URL of a
+    fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return str(tmp_path / "log.db")
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.create_database()
 
 
 @pytest.fixture

@@ -53,3 +53,56 @@ def test_a_bad_database_table_is_named(tmp_path: Path, text: str, message: str) 
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         resolve_db_path(None, path, {})
+
+
+# --- PostgreSQL: [database].url and $ARBSTR_DATABASE_URL ------------------------------------
+
+PG = "postgresql://arbstr:s3cret-pass@db.internal:5432/arbstr"
+PG_ENV = "postgres://other:env-s3cret@127.0.0.1:5433/log"
+
+
+def test_a_url_is_the_request_log_and_the_config_wins_over_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[database]\nurl = "{PG}"\n')
+    env = {"ARBSTR_DATABASE_URL": PG_ENV}
+    assert resolve_db_path(None, path, env) == PG
+    assert resolve_db_path("cli.db", path, env) == "cli.db"  # --db still first
+    assert resolve_db_path(None, path, {**env, "ARBSTR_DB": "env.db"}) == "env.db"  # and $ARBSTR_DB
+    assert resolve_db_path(PG_ENV, path, {}) == PG_ENV  # --db takes a URL too
+    path.write_text('[database]\npath = "file.db"\n')
+    assert resolve_db_path(None, path, env) == PG_ENV  # no url in the config: the env's
+    assert resolve_db_path(None, path, {}) == "file.db"
+    assert resolve_db_path(None, None, {"ARBSTR_DATABASE_URL": PG_ENV}) == PG_ENV
+
+
+def test_a_loaded_config_carries_its_url(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[database]\nurl = "{PG}"\n\n[[providers]]\nname = "a"\nurl = "http://x"\n')
+    cfg = load_config(path, env={})
+    assert cfg.db_url == PG
+    assert resolve_db_path(None, cfg, {"ARBSTR_DATABASE_URL": PG_ENV}) == PG
+    assert resolve_db_path(None, cfg.with_db_path(PG), {}) == PG
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('[database]\nurl = "mysql://u:s3cret-pass@h/db"\n', {}, r"database\.url: expected"),
+        (
+            f'[database]\nurl = "{PG}"\npath = "x.db"\n',
+            {},
+            "give url \\(PostgreSQL\\) or path \\(SQLite\\), not both",
+        ),
+        ("", {"ARBSTR_DATABASE_URL": "https://u:s3cret-pass@h/db"}, r"\$ARBSTR_DATABASE_URL"),
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_db_path(None, path, env)
+    assert "s3cret-pass" not in str(info.value)

@@ -40,6 +40,8 @@ from logdata import (
     ts,
     where,
 )
+from logdb import sql_rows
+from pg_server import PASSWORD
 
 CHAT = "/v1/chat/completions"
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -51,11 +53,8 @@ def start(proxies: list[ProxyThread], proxy: ProxyThread) -> ProxyThread:
 
 
 def db_rows(path: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    """``sql`` on a SQLite path or a PostgreSQL URL."""
+    return sql_rows(path, sql)
 
 
 async def get_json(
@@ -77,9 +76,9 @@ async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
 
 
 async def test_1000_concurrent_requests_make_1000_exact_rows(
-    tmp_path: Path, proxies: list[ProxyThread]
+    log_location: str, proxies: list[ProxyThread]
 ) -> None:
-    path = str(tmp_path / "log.db")
+    path = log_location
     store = Store.open(path)
     proxy = start(proxies, ProxyThread(make_config({}), sink=store, with_mocks=True))
     sem = asyncio.Semaphore(50)
@@ -114,7 +113,7 @@ async def test_1000_concurrent_requests_make_1000_exact_rows(
         assert got[rid] == (float(cost), prov, 1)
     header_msats = sum(int(Decimal(cost) * 1000) for _, cost, _ in headers)
     ((db_msats,),) = db_rows(
-        path, "SELECT SUM(CAST(ROUND(cost_sats * 1000) AS INTEGER)) FROM requests"
+        path, "SELECT SUM(CAST(ROUND(cost_sats * 1000) AS BIGINT)) FROM requests"
     )
     assert db_msats == header_msats
     status, stats = await get_json(proxy.url + "/v1/stats", {"range": "last_1h"})
@@ -139,9 +138,9 @@ def arbstr_trailer(raw: bytes) -> dict[str, Any]:
 
 
 async def test_streams_and_errors_are_logged(
-    tmp_path: Path, fake_upstream: FakeUpstream, proxies: list[ProxyThread]
+    log_location: str, fake_upstream: FakeUpstream, proxies: list[ProxyThread]
 ) -> None:
-    path = str(tmp_path / "log.db")
+    path = log_location
     store = Store.open(path)
     cfg = make_config({"providers": [provider("alpha", fake_upstream.url)]})
     proxy = start(proxies, ProxyThread(cfg, sink=store))
@@ -166,11 +165,11 @@ async def test_streams_and_errors_are_logged(
 
 
 async def test_a_timed_out_request_is_logged_as_possibly_billed(
-    tmp_path: Path, fake_upstream: FakeUpstream, proxies: list[ProxyThread]
+    log_location: str, fake_upstream: FakeUpstream, proxies: list[ProxyThread]
 ) -> None:
     """A read timeout after the request was sent may still be billed: its row has no cost
     but the estimate as possibly_billed_sats, which /v1/stats sums apart."""
-    path = str(tmp_path / "log.db")
+    path = log_location
     store = Store.open(path)
     cfg = make_config(
         {
@@ -208,11 +207,11 @@ async def test_a_timed_out_request_is_logged_as_possibly_billed(
 
 @pytest.mark.parametrize("charged", ["NaN", "-Infinity", "1e400", "-5"])
 async def test_a_provider_charge_no_node_can_have_made_is_stored_as_unknown(
-    tmp_path: Path, fake_upstream: FakeUpstream, proxies: list[ProxyThread], charged: str
+    log_location: str, fake_upstream: FakeUpstream, proxies: list[ProxyThread], charged: str
 ) -> None:
     """X-Routstr-Cost-Msats: NaN made the millisat conversion raise after the answer was
     sent; the row then carried a 500 instead of the request's success."""
-    path = str(tmp_path / "log.db")
+    path = log_location
     store = Store.open(path)
     cfg = make_config({"providers": [provider("alpha", fake_upstream.url)]})
     proxy = start(proxies, ProxyThread(cfg, sink=store))
@@ -328,7 +327,7 @@ async def test_shutdown_writes_the_queued_rows(tmp_path: Path, fake_upstream: Fa
 
 
 async def test_learned_ratio_changes_routing_and_survives_restart(
-    tmp_path: Path, fake_upstream: FakeUpstream
+    log_location: str, fake_upstream: FakeUpstream
 ) -> None:
     """alpha: cheap input, dear output; beta the reverse. With the default 256-token output
     estimate beta wins; once arbstr has seen that this traffic answers in ~1% of the input
@@ -344,7 +343,7 @@ async def test_learned_ratio_changes_routing_and_survives_restart(
     )
     fake_upstream.default = Completion("short", prompt_tokens=1000, completion_tokens=10)
     long_prompt = {"model": "gpt-4o", "messages": [{"role": "user", "content": "w" * 4000}]}
-    path = str(tmp_path / "log.db")
+    path = log_location
 
     async def chosen(proxy: ProxyThread) -> str:
         async with aiohttp.ClientSession() as s, s.post(proxy.url + CHAT, json=long_prompt) as r:
@@ -371,10 +370,15 @@ async def test_learned_ratio_changes_routing_and_survives_restart(
 # --- /v1/stats and /v1/requests -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[RequestRecord]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def logged(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[str, list[RequestRecord]]:
     recs = make_records(1200, datetime.now(UTC), seed=3)
-    path = str(tmp_path_factory.mktemp("api") / "log.db")
+    if request.param == "sqlite":
+        path = str(tmp_path_factory.mktemp("api") / "log.db")
+    else:
+        path = request.getfixturevalue("pg_server").create_database()
     s = Store.open(path)
     for r in recs:
         s.submit(r)
@@ -708,9 +712,14 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-async def test_serve_logs_every_request_and_flushes_on_sigterm(tmp_path: Path) -> None:
+async def test_serve_logs_every_request_and_flushes_on_sigterm(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     db = str(tmp_path / "serve.db")
+    if backend == "postgres":
+        db = request.getfixturevalue("pg_server").create_database()
     proc, url = serve(db, tmp_path)
+    out = ""
     try:
         await wait_up(proc, url)
         costs = await post_many(url, 25)
@@ -718,9 +727,12 @@ async def test_serve_logs_every_request_and_flushes_on_sigterm(tmp_path: Path) -
         assert (health["database"], health["log_dropped"]) == ("ok", 0)
     finally:
         if proc.poll() is None:
-            stop(proc)
+            out = stop(proc)
+    assert "request log: " in out
+    if backend == "postgres":
+        assert "postgresql://arbstr:***@127.0.0.1" in out and PASSWORD not in out
     rows = db_rows(
-        db, "SELECT SUM(CAST(ROUND(cost_sats * 1000) AS INTEGER)), COUNT(*) FROM requests"
+        db, "SELECT SUM(CAST(ROUND(cost_sats * 1000) AS BIGINT)), COUNT(*) FROM requests"
     )
     assert rows == [(sum(int(Decimal(c) * 1000) for c in costs), 25)]
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +20,9 @@ from arbstr.cli import app
 from arbstr.cli.bars import BAR, bar_length
 from arbstr.errors import InvalidParameter
 from arbstr.storage import Store, buckets, encode, parse_stats_params, read_stats
+from arbstr.storage.dialect import POSTGRES, to_pyformat
 from logdata import record
+from pg_server import PgServer
 
 # 2026-11-27 is a Friday (ISO week 48); 2026-11-30 a Monday (week 49).
 SINCE, UNTIL = "2026-11-27T22:30:00Z", "2026-12-01T01:10:00Z"
@@ -33,9 +37,12 @@ FIXTURE = [  # (timestamp, cost msats or None for a failure, latency ms)
 ]
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("buckets") / "log.db")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def log(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        path = str(tmp_path_factory.mktemp("buckets") / "log.db")
+    else:
+        path = request.getfixturevalue("pg_server").create_database()
     s = Store.open(path)
     for stamp, cost, latency in FIXTURE:
         s.submit(
@@ -170,6 +177,37 @@ def test_sql_puts_a_stored_timestamp_in_the_bucket_python_names(unit: str, dt: d
     if unit == "week":
         got = buckets.week_key(datetime.fromisoformat(got).date())
     assert got == buckets.key_of(unit, dt.replace(microsecond=dt.microsecond // 1000 * 1000))
+
+
+@pytest.fixture(scope="module")
+def pg_conn(pg_server: PgServer) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        yield conn
+
+
+def _pg_bucket_sql(unit: str) -> str:
+    return to_pyformat(f"SELECT {POSTGRES.bucket(unit, 't')} FROM (SELECT ?::text AS t) AS x")  # noqa: S608
+
+
+@settings(max_examples=200, deadline=None)  # a database round trip each
+@given(units, moments)
+def test_postgres_sql_puts_a_stored_timestamp_in_the_bucket_python_names(
+    pg_conn: psycopg.Connection[tuple[Any, ...]], unit: str, dt: datetime
+) -> None:
+    stamp = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    row = pg_conn.execute(_pg_bucket_sql(unit), [stamp]).fetchone()
+    assert row is not None
+    got = row[0]
+    if unit == "week":
+        got = buckets.week_key(datetime.fromisoformat(got).date())
+    assert got == buckets.key_of(unit, dt.replace(microsecond=dt.microsecond // 1000 * 1000))
+
+
+def test_postgres_gives_no_bucket_to_a_timestamp_of_another_shape(
+    pg_conn: psycopg.Connection[tuple[Any, ...]],
+) -> None:
+    for unit in buckets.UNITS:
+        assert pg_conn.execute(_pg_bucket_sql(unit), ["yesterday"]).fetchone() == (None,)
 
 
 @given(

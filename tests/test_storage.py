@@ -29,14 +29,15 @@ from arbstr.storage.params import (
 )
 from arbstr.storage.payloads import Payload
 from arbstr.storage.queries import (
-    open_readonly,
     query_requests,
     query_stats,
     read_requests,
     read_stats,
 )
+from arbstr.storage.sqlite_reads import open_readonly
 from arbstr.storage.store import StoredRatios
 from logdata import assert_stats_match, expected_stats, make_records, record, sort_key, where
+from logdb import sql_rows
 
 REQUESTS_COLUMNS = [
     # name, type, notnull, pk
@@ -73,11 +74,8 @@ def db(tmp_path: Path, name: str = "log.db") -> str:
 
 
 def rows(path: str, sql: str = "SELECT COUNT(*) FROM requests") -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    """``sql`` on a SQLite path or a PostgreSQL URL."""
+    return sql_rows(path, sql)
 
 
 def as_json(payload: Payload) -> Any:
@@ -86,8 +84,8 @@ def as_json(payload: Payload) -> Any:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(db(tmp_path))
+def store(log_location: str) -> Iterator[Store]:
+    s = Store.open(log_location)
     yield s
     s.close()
 
@@ -352,8 +350,8 @@ def test_records_are_written_with_every_column(store: Store) -> None:
     assert store.written == 2 and store.dropped == 0
 
 
-def test_submit_is_cheap_and_batches_are_written(tmp_path: Path) -> None:
-    s = Store.open(db(tmp_path), queue_size=1_000_000)
+def test_submit_is_cheap_and_batches_are_written(log_location: str) -> None:
+    s = Store.open(log_location, queue_size=1_000_000)
     recs = [record() for _ in range(20_000)]
     t0 = time.perf_counter()
     for r in recs:
@@ -477,8 +475,8 @@ def test_unopened_database_is_retried(tmp_path: Path) -> None:
 # --- learned ratios -----------------------------------------------------------------------
 
 
-def test_ratios_are_persisted_and_loaded(tmp_path: Path) -> None:
-    path = db(tmp_path)
+def test_ratios_are_persisted_and_loaded(log_location: str) -> None:
+    path = log_location
     s = Store.open(path)
     s.ratios.observe("default", "gpt-4o", 100, 50)
     s.ratios.observe("default", "gpt-4o", 100, 150)
@@ -595,11 +593,14 @@ def test_bad_requests_parameters_name_the_parameter(params: dict[str, str], para
 Dataset = tuple[str, list[RequestRecord], datetime]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def dataset(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Dataset:
     now = datetime.now(UTC)
     recs = make_records(1500, now, seed=11)
-    path = str(tmp_path_factory.mktemp("q") / "log.db")
+    if request.param == "sqlite":
+        path = str(tmp_path_factory.mktemp("q") / "log.db")
+    else:
+        path = request.getfixturevalue("pg_server").create_database()
     s = Store.open(path)
     for r in recs:
         s.submit(r)
@@ -656,9 +657,9 @@ def test_stats_since_until_with_offsets(dataset: Dataset) -> None:
     assert_stats_match(got_utc, expected)
 
 
-def test_costs_are_exact_to_the_millisat(tmp_path: Path) -> None:
+def test_costs_are_exact_to_the_millisat(log_location: str) -> None:
     """0.1 + 0.2 style float drift must not show: 10,000 x 0.001 sats is 10 sats exactly."""
-    path = db(tmp_path)
+    path = log_location
     s = Store.open(path)
     for i in range(10_000):
         s.submit(record(cost_msats=1 if i % 2 else 100, latency_ms=i))
@@ -670,8 +671,8 @@ def test_costs_are_exact_to_the_millisat(tmp_path: Path) -> None:
     assert got["performance"]["p95_latency_ms"] == 9499
 
 
-def test_percentiles_are_nearest_rank(tmp_path: Path) -> None:
-    path = db(tmp_path)
+def test_percentiles_are_nearest_rank(log_location: str) -> None:
+    path = log_location
     s = Store.open(path)
     for latency in (50, 10, 40, 20, 30):
         s.submit(record(latency_ms=latency))
@@ -721,8 +722,8 @@ def test_requests_pages_cover_the_filtered_rows_in_order(
     assert seen == [r.request_id for _, r in expected]
 
 
-def test_requests_row_shape(tmp_path: Path) -> None:
-    path = db(tmp_path)
+def test_requests_row_shape(log_location: str) -> None:
+    path = log_location
     s = Store.open(path)
     ok = record(
         streaming=True,
@@ -780,6 +781,15 @@ def test_requests_row_shape(tmp_path: Path) -> None:
         "possibly_billed_sats": 0.25,
     }
     assert second["success"] is False and second["streaming"] is False
+    assert as_json(read_requests(path, RequestsQuery(page=3)))["data"] == []
+
+
+def test_the_queries_take_a_bare_sqlite_connection(tmp_path: Path) -> None:
+    path = db(tmp_path)
+    s = Store.open(path)
+    s.submit(record())
+    s.submit(record())
+    s.close()
     conn = open_readonly(path)
     assert as_json(query_requests(conn, RequestsQuery(page=3)))["data"] == []
     assert as_json(query_stats(conn, StatsQuery()))["counts"]["total"] == 2

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,8 +28,12 @@ from arbstr.storage import (
     writes,
 )
 from arbstr.storage import rows as bounds
+from arbstr.storage.location import is_postgres
+from arbstr.storage.postgres import writes as pg_writes
 from arbstr.storage.schema import migrate
 from logdata import expected_group, record
+from logdb import sql_exec, sql_rows
+from pg_server import PgServer
 
 HUGE = 2**63  # one past SQLite's largest integer
 
@@ -37,13 +43,23 @@ def as_json(payload: Any) -> Any:
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> str:
+def path(log_location: str) -> str:
+    """A request log of each backend."""
+    return log_location
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> str:
     return str(tmp_path / "log.db")
 
 
+_TEXT_COLUMNS = ("request_id", "timestamp", "model", "provider", "policy", "error_message")
+
+
 def raw_insert(path: str, rows: list[dict[str, object]]) -> None:
-    """Rows as another writer (an older arbstr, a hand edit) may have left them."""
-    conn = sqlite3.connect(path)
+    """Rows as another writer (an older arbstr, a hand edit) may have left them. PostgreSQL's
+    typed columns cannot hold text in a number column: such a value is NULL there."""
+    pg = is_postgres(path)
     for i, row in enumerate(rows):
         values = {
             "request_id": f"raw-{i}",
@@ -54,19 +70,18 @@ def raw_insert(path: str, rows: list[dict[str, object]]) -> None:
             "success": 0,
             **row,
         }
+        if pg:
+            values = {
+                k: None if isinstance(v, str) and k not in _TEXT_COLUMNS else v
+                for k, v in values.items()
+            }
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
-        conn.execute(f"INSERT INTO requests ({cols}) VALUES ({marks})", list(values.values()))  # noqa: S608
-    conn.commit()
-    conn.close()
+        sql_exec(path, f"INSERT INTO requests ({cols}) VALUES ({marks})", tuple(values.values()))  # noqa: S608
 
 
 def stored(path: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    return sql_rows(path, sql)
 
 
 # --- rows written by someone else --------------------------------------------------------
@@ -207,6 +222,7 @@ def test_unbounded_values_reaching_sqlite_cost_only_their_rows(
         return tuple(row)
 
     monkeypatch.setattr(writes, "record_row", unbounded)
+    monkeypatch.setattr(pg_writes, "record_row", unbounded)
     s = Store.open(path)
     try:
         with caplog.at_level(logging.WARNING, logger="arbstr.storage"):
@@ -215,7 +231,9 @@ def test_unbounded_values_reaching_sqlite_cost_only_their_rows(
             assert s.flush()
         assert s.available and (s.written, s.dropped) == (10, 2)
         assert "2 row(s) and 0 token ratio(s) could not be stored" in caplog.text
-        assert "'r3'" in caplog.text and "OverflowError" in caplog.text
+        # SQLite's driver refuses the value; PostgreSQL refuses it for the BIGINT column
+        refused = "NumericValueOutOfRange" if is_postgres(path) else "OverflowError"
+        assert "'r3'" in caplog.text and refused in caplog.text
         s.submit(record(request_id="next"))
         assert s.flush() and s.available and s.written == 11
     finally:
@@ -225,7 +243,7 @@ def test_unbounded_values_reaching_sqlite_cost_only_their_rows(
 
 
 def test_a_database_fault_in_the_row_by_row_retry_drops_the_batch(
-    path: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Row faults are isolated; a database fault (here: locked during the retry) keeps the
     usual behaviour: the batch is dropped, the store unavailable, the next batch retried."""
@@ -241,6 +259,7 @@ def test_a_database_fault_in_the_row_by_row_retry_drops_the_batch(
         return real(r)
 
     monkeypatch.setattr(writes, "record_row", flaky)
+    path = sqlite_path
     s = Store.open(path)
     try:
         s.submit(record())
@@ -255,8 +274,9 @@ def test_a_database_fault_in_the_row_by_row_retry_drops_the_batch(
 
 
 def test_writer_rolls_back_whatever_the_exception(
-    path: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    path = sqlite_path
     conn = sqlite3.connect(path, isolation_level=None)
     migrate(conn, path)
 
@@ -330,3 +350,39 @@ def test_ratios_ignore_token_counts_out_of_bounds() -> None:
     assert book.get("p", "m") is None
     book.observe("p", "m", 10, 5)
     assert book.get("p", "m") == 0.5
+
+
+@pytest.fixture(scope="module")
+def pg_log(pg_server: PgServer) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    url = pg_server.create_database()
+    Store.open(url).close()  # migrated
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ints=st.tuples(_any_int, _any_int, _any_int, _any_int, st.integers()),
+    texts=st.tuples(_any_text, _any_text, st.one_of(_any_text, st.none()), _any_text),
+)
+def test_any_record_row_can_be_stored_in_postgres(
+    pg_log: psycopg.Connection[tuple[Any, ...]],
+    ints: tuple[int | None, int | None, int | None, int | None, int],
+    texts: tuple[str, str, str | None, str],
+) -> None:
+    """Bounded rows never make PostgreSQL refuse them either (NUL in text, BIGINT range)."""
+    r = record(
+        input_tokens=ints[0],
+        cost_msats=ints[1],
+        ttft_ms=ints[2],
+        error_status=ints[3],
+        latency_ms=ints[4],
+        attempts=ints[4],
+        model=texts[0],
+        provider=texts[1],
+        error_message=texts[2],
+        tier=texts[3],
+    )
+    with pg_log.transaction(force_rollback=True):
+        cur = pg_log.execute(pg_writes.INSERT_REQUEST, pg_writes.pg_row(r))  # never raises
+        assert cur.rowcount == 1

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 DbOpt = Annotated[
     str | None,
     typer.Option(
-        "--db", help="SQLite request log [default: $ARBSTR_DB, [database].path, ./arbstr.db]"
+        "--db",
+        help="Request log, SQLite path or postgresql:// URL [default: $ARBSTR_DB,"
+        " [database].url, $ARBSTR_DATABASE_URL, [database].path, ./arbstr.db]",
     ),
 ]
 RangeOpt = Annotated[

@@ -28,7 +28,10 @@ def serve(
     mock: Annotated[
         bool, typer.Option("--mock", help="Serve built-in mock providers; needs no config")
     ] = False,
-    db: Annotated[str | None, typer.Option("--db", help="SQLite path for the request log")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Request log: SQLite path or postgresql:// URL"),
+    ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback listen without auth_token")
     ] = False,

@@ -123,23 +123,51 @@ class _DatabaseOnly(msgspec.Struct):
 def resolve_db_path(
     cli_path: str | None, config: Config | Path | None, env: Mapping[str, str]
 ) -> str:
-    """The request log: ``--db``, else ``$ARBSTR_DB``, else the config's ``[database].path``,
-    else ``./arbstr.db``. ``config`` is a loaded config (``serve``) or a config file, of which
-    only ``[database]`` is then read, and only when needed: ``stats`` and ``requests`` need no
-    provider key nor a valid ``[[providers]]``. Raises :class:`ConfigError`."""
+    """The request log, a SQLite path or a PostgreSQL URL: ``--db`` (either), else
+    ``$ARBSTR_DB`` (either), else the config's ``[database].url``, else
+    ``$ARBSTR_DATABASE_URL``, else the config's ``[database].path``, else ``./arbstr.db``.
+    ``config`` is a loaded config (``serve``) or a config file, of which only ``[database]``
+    is then read, and only when needed: ``stats`` and ``requests`` need no provider key nor
+    a valid ``[[providers]]``. Raises :class:`ConfigError` (never showing a URL's password)."""
     if cli_path:
         return cli_path
     if env.get("ARBSTR_DB"):
         return env["ARBSTR_DB"]
+    settings: DatabaseSettings | None = None
     if isinstance(config, Path):
         data = _read_toml(config)
         try:
-            configured = msgspec.convert(data, type=_DatabaseOnly).database.path
+            settings = msgspec.convert(data, type=_DatabaseOnly).database
         except msgspec.ValidationError as exc:
             raise ConfigError(f"{config}: {_msgspec_error(exc, data)}") from None
-    else:
-        configured = config.db_path if config is not None else None
-    return configured or DEFAULT_DB_PATH
+        database_url(settings, str(config))
+    elif config is not None:
+        settings = DatabaseSettings(path=config.db_path, url=config.db_url)
+    if settings is not None and settings.url:
+        return settings.url
+    if env.get("ARBSTR_DATABASE_URL"):
+        return check_database_url(env["ARBSTR_DATABASE_URL"], "$ARBSTR_DATABASE_URL")
+    return (settings.path if settings is not None else None) or DEFAULT_DB_PATH
+
+
+def check_database_url(url: str, where: str) -> str:
+    """``url`` if it is a PostgreSQL URL; a :class:`ConfigError` naming ``where`` (not the
+    URL, which holds a password) otherwise."""
+    if not url.lower().startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"{where}: expected a PostgreSQL URL such as"
+            " postgresql://user:password@host:5432/arbstr"
+        )
+    return url
+
+
+def database_url(settings: DatabaseSettings, source: str) -> str | None:
+    """A config's ``[database].url``, checked (and not given together with ``path``)."""
+    if settings.url is None:
+        return None
+    if settings.path is not None:
+        raise ConfigError(f"{source}: database: give url (PostgreSQL) or path (SQLite), not both")
+    return check_database_url(settings.url, f"{source}: database.url")
 
 
 def _read_toml(p: Path) -> dict[str, Any]:
@@ -302,6 +330,7 @@ def config_from_data(
         providers=tuple(providers),
         policies=policies,
         db_path=fc.database.path,
+        db_url=database_url(fc.database, source),
         warnings=tuple(warnings),
         tiers=resolve_tiers(fc.tiers, fail),
         complexity=resolve_complexity(fc.complexity, fail),

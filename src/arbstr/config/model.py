@@ -191,6 +191,7 @@ class Config:
     complexity: ComplexitySettings = DEFAULT_COMPLEXITY
     budgets: tuple[Budget, ...] = ()
     metrics: MetricsSettings = NO_METRICS
+    db_url: str | None = None  # [database].url: the request log on PostgreSQL
 
     def with_listen(self, listen: str) -> Config:
         parse_listen(listen, where="--listen")

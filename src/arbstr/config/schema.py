@@ -54,7 +54,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
 
 
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    path: str | None = None
+    path: str | None = None  # the SQLite file
+    url: str | None = None  # postgresql://user:password@host:port/db instead of a file
 
 
 class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

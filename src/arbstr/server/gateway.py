@@ -19,6 +19,7 @@ from arbstr.routing.sticky import Conversations
 from arbstr.routstr.balance_poll import BalancePoller
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
+from arbstr.storage.location import password
 from arbstr.storage.spend import read_spent
 from arbstr.upstream import UpstreamClient
 
@@ -70,7 +71,10 @@ class Gateway:
         self.prices = PriceBook(config.providers, rng=self.rng)
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
         # the secrets no answer, row or log line may carry, even when an upstream echoes one
-        self.redactor = Redactor([*(p.api_key for p in config.providers), s.auth_token])
+        db_password = password(self.store.path) if self.store is not None else None
+        self.redactor = Redactor(
+            [*(p.api_key for p in config.providers), s.auth_token, db_password]
+        )
         # GET /metrics: None (and nothing counted, nothing imported) unless enabled
         self.metrics: Metrics | None = None
         if config.metrics.enabled:

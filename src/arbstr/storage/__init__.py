@@ -1,4 +1,5 @@
-"""The request log: SQLite schema migrations, the writer thread, and the read queries."""
+"""The request log on SQLite or PostgreSQL: schema migrations, the writer thread, and the
+read queries."""
 
 from arbstr.storage.params import (
     RequestsQuery,
@@ -7,7 +8,7 @@ from arbstr.storage.params import (
     parse_stats_params,
 )
 from arbstr.storage.payloads import RequestsPage, Stats, encode, encode_indented
-from arbstr.storage.queries import read_requests, read_stats
+from arbstr.storage.queries import read_requests, read_stats, read_with
 from arbstr.storage.schema import SchemaTooNew, latest_version, migrate
 from arbstr.storage.store import Store
 
@@ -26,4 +27,5 @@ __all__ = [
     "parse_stats_params",
     "read_requests",
     "read_stats",
+    "read_with",
 ]

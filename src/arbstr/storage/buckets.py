@@ -21,15 +21,12 @@ MAX_BUCKETS = 1000
 
 
 def sql_key(unit: str, column: str = "timestamp") -> str:
-    """SQL text: the bucket of a stored timestamp (for ``week``: the date of its Monday,
-    turned into the week key by :func:`week_key`)."""
-    if unit == "hour":
-        return f"strftime('%Y-%m-%dT%H:00:00Z', {column})"
-    if unit == "day":
-        return f"strftime('%Y-%m-%d', {column})"
-    if unit == "week":  # the Monday on or before the day
-        return f"strftime('%Y-%m-%d', {column}, '-6 days', 'weekday 1')"
-    raise ValueError(f"unit must be one of {UNITS}")
+    """SQLite's SQL text: the bucket of a stored timestamp (for ``week``: the date of its
+    Monday, turned into the week key by :func:`week_key`); other backends:
+    :mod:`arbstr.storage.dialect`."""
+    from arbstr.storage.dialect import SQLITE
+
+    return SQLITE.bucket(unit, column)
 
 
 def week_key(monday: date) -> str:

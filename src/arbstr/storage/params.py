@@ -79,8 +79,12 @@ class Filters:
         args: list[object] = []
         if self.id_match is not None:
             # the prefix is a range of the unique index; the suffix reads each row in range
-            clauses.append("((request_id >= ? AND request_id < ?) OR substr(request_id, ?) = ?)")
-            args += [self.id_match, self.id_match + "\U0010ffff", -len(self.id_match)]
+            # (substr from a start counted from the left: SQLite and PostgreSQL alike)
+            clauses.append(
+                "((request_id >= ? AND request_id < ?)"
+                " OR substr(request_id, length(request_id) - ? + 1) = ?)"
+            )
+            args += [self.id_match, self.id_match + "\U0010ffff", len(self.id_match)]
             args.append(self.id_match)
         if self.after_id is not None:
             clauses.append("id > ?")

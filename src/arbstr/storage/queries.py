@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from arbstr.errors import DatabaseUnavailable
 from arbstr.storage import buckets
+from arbstr.storage.dialect import Db, SqliteDb
+from arbstr.storage.location import is_postgres
 from arbstr.storage.params import (
     GROUP_BY,
     GROUP_BY_TIME,
@@ -55,7 +56,9 @@ from arbstr.storage.rows import (
     take_sum,
     tokens_sql,
 )
-from arbstr.storage.schema import SchemaTooNew, check_not_newer, user_version
+from arbstr.storage.sqlite_reads import open_readonly as open_readonly  # re-exported
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------
 # SQL
@@ -64,7 +67,8 @@ from arbstr.storage.schema import SchemaTooNew, check_not_newer, user_version
 # Each row's values within the bounds of arbstr.storage.rows (others count as unknown), so
 # that the sums below stay exact and cannot overflow, whoever wrote the rows.
 _BOUNDED = f"""
-    success = 1 AS ok, streaming = 1 AS st, escalation IS NOT NULL AS esc, latency_ms,
+    CASE WHEN success = 1 THEN 1 ELSE 0 END AS ok, CASE WHEN streaming = 1 THEN 1 ELSE 0 END AS st,
+    CASE WHEN escalation IS NOT NULL THEN 1 ELSE 0 END AS esc, latency_ms,
     {msats_sql("cost_sats")} AS c,
     {msats_sql("computed_cost_sats")} AS cc,
     {msats_sql("provider_cost_sats")} AS pc,
@@ -76,7 +80,7 @@ _BOTH = "CASE WHEN pc IS NOT NULL AND cc IS NOT NULL THEN"  # charged and comput
 _AGGREGATES = f"""
     COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(st), 0),
     {exact_sum("c")}, {exact_sum("cc")}, {exact_sum("ti")}, {exact_sum("tout")},
-    AVG(CASE WHEN ok THEN latency_ms END),
+    AVG(CASE WHEN ok = 1 THEN latency_ms END),
     COUNT(pc), {exact_sum("pc")},
     COUNT({_BOTH} 1 END), {exact_sum(f"{_BOTH} pc END")}, {exact_sum(f"{_BOTH} cc END")},
     COUNT(pb), {exact_sum("pb")}, COALESCE(SUM(esc), 0)
@@ -116,21 +120,23 @@ def _group(agg: Iterator[Any], p50: int | None, p95: int | None) -> GroupStats:
 
 
 def _percentiles(
-    conn: sqlite3.Connection, key: str, where: str, args: list[object]
+    db: Db, key: str | None, where: str, args: list[object]
 ) -> dict[object, tuple[int | None, int | None]]:
-    """Nearest-rank p50 and p95 of successful requests' latency, per value of ``key``."""
+    """Nearest-rank p50 and p95 of successful requests' latency, per value of ``key`` (SQL
+    text, whitelisted; None: over all rows, answered under the key ``"*"``)."""
     cond = (where + " AND " if where else " WHERE ") + "success = 1"
+    group, part = ("'*'", "") if key is None else (key, f"PARTITION BY {key} ")
     sql = f"""
         SELECT g, rn, n, latency_ms FROM (
-            SELECT {key} AS g, latency_ms,
-                   ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY latency_ms) AS rn,
-                   COUNT(*) OVER (PARTITION BY {key}) AS n
+            SELECT {group} AS g, latency_ms,
+                   ROW_NUMBER() OVER ({part}ORDER BY latency_ms) AS rn,
+                   COUNT(*) OVER ({part}) AS n
             FROM requests{cond}
-        )
+        ) AS ranked
         WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 95 + 99) / 100
     """  # noqa: S608 - key comes from a whitelist, values are bound
     out: dict[object, tuple[int | None, int | None]] = {}
-    for g, rn, n, latency in conn.execute(sql, args):
+    for g, rn, n, latency in db.rows(sql, args):
         p50, p95 = out.get(g, (None, None))
         if rn == (n * 50 + 99) // 100:
             p50 = stored_int(latency)
@@ -140,63 +146,69 @@ def _percentiles(
     return out
 
 
-def query_stats(conn: sqlite3.Connection, q: StatsQuery) -> Stats:
+def _db(conn: sqlite3.Connection | Db) -> Db:
+    return SqliteDb(conn) if isinstance(conn, sqlite3.Connection) else conn
+
+
+def _null_first(value: object) -> tuple[bool, str]:
+    """Sort key: NULL first, then text in code point order (as SQLite sorts; PostgreSQL's
+    order depends on the database's collation, so the rows are sorted here)."""
+    return (value is not None, "" if value is None else str(value))
+
+
+def query_stats(conn: sqlite3.Connection | Db, q: StatsQuery) -> Stats:
+    """``/v1/stats`` on either backend (a bare SQLite connection is taken as one)."""
+    db = _db(conn)
     where, args = q.filters.where()
-    sql = f"SELECT {_AGGREGATES} FROM (SELECT {_BOUNDED} FROM requests{where})"  # noqa: S608
-    overall = conn.execute(sql, args).fetchone()
-    p50, p95 = _percentiles(conn, "'*'", where, args).get("*", (None, None))
+    sql = f"SELECT {_AGGREGATES} FROM (SELECT {_BOUNDED} FROM requests{where}) AS r"  # noqa: S608
+    overall = db.rows(sql, args)[0]
+    p50, p95 = _percentiles(db, None, where, args).get("*", (None, None))
     total = _group(iter(overall), p50, p95)
     result = Stats(q.filters.since, q.filters.until, total.counts, total.costs, total.performance)
     if total.counts.escalated:
-        result.escalations = _escalations(conn, where, args)
+        result.escalations = _escalations(db, where, args)
     if q.group_by in GROUP_BY_TIME:
-        result.groups = _time_groups(conn, q, where, args)
+        result.groups = _time_groups(db, q, where, args)
     elif q.group_by is not None:
         key = q.group_by
         if key not in GROUP_BY:  # it becomes SQL text: whitelisted, never trusted
             raise ValueError(f"group_by must be one of {GROUP_BY}")
-        groups = _grouped(conn, key, where, args)
+        groups = _grouped(db, key, where, args)
         result.groups = {NO_KEY if g is None else str(g): s for g, s in groups.items()}
     return result
 
 
-def _grouped(
-    conn: sqlite3.Connection, key: str, where: str, args: list[object]
-) -> dict[object, GroupStats]:
-    """Stats per value of the SQL expression ``key`` (whitelisted text), in its order."""
-    pct = _percentiles(conn, key, where, args)
+def _grouped(db: Db, key: str, where: str, args: list[object]) -> dict[object, GroupStats]:
+    """Stats per value of the SQL expression ``key`` (whitelisted text), NULL first."""
+    pct = _percentiles(db, key, where, args)
     sql = (
-        f"SELECT g, {_AGGREGATES} FROM (SELECT {key} AS g, {_BOUNDED} FROM requests{where})"  # noqa: S608
-        " GROUP BY g ORDER BY g"
+        f"SELECT g, {_AGGREGATES} FROM"  # noqa: S608
+        f" (SELECT {key} AS g, {_BOUNDED} FROM requests{where}) AS r GROUP BY g"
     )
     groups: dict[object, GroupStats] = {}
-    for row in conn.execute(sql, args):
+    for row in sorted(db.rows(sql, args), key=lambda r: _null_first(r[0])):
         g50, g95 = pct.get(row[0], (None, None))
         groups[row[0]] = _group(iter(row[1:]), g50, g95)
     return groups
 
 
-def _time_groups(
-    conn: sqlite3.Connection, q: StatsQuery, where: str, args: list[object]
-) -> dict[str, GroupStats]:
+def _time_groups(db: Db, q: StatsQuery, where: str, args: list[object]) -> dict[str, GroupStats]:
     """Every bucket of since..until in time order, the empty ones as an empty range reads."""
     unit, since, until = q.group_by or "", q.filters.since, q.filters.until
     if since is None or until is None:
         raise ValueError("time buckets need since and until")
-    found = _grouped(conn, buckets.sql_key(unit), where, args)
+    found = _grouped(db, db.dialect.bucket(unit), where, args)
     if unit == "week":  # SQL names a week by its Monday
         found = {buckets.week_key(date.fromisoformat(str(g))): s for g, s in found.items() if g}
-    empty_sql = f"SELECT {_AGGREGATES} FROM (SELECT {_BOUNDED} FROM requests WHERE 0)"  # noqa: S608
-    empty = conn.execute(empty_sql).fetchone()
+    empty_sql = f"SELECT {_AGGREGATES} FROM (SELECT {_BOUNDED} FROM requests WHERE 1 = 0) AS r"  # noqa: S608
+    empty = db.rows(empty_sql)[0]
     keys = buckets.keys(unit, parse_time("since", since), parse_time("until", until))
     return buckets.fill(
         keys, {str(g): s for g, s in found.items()}, lambda: _group(iter(empty), None, None)
     )
 
 
-def _escalations(
-    conn: sqlite3.Connection, where: str, args: list[object]
-) -> dict[str, dict[str, int]]:
+def _escalations(db: Db, where: str, args: list[object]) -> dict[str, dict[str, int]]:
     """Re-asks by ``"<from tier>-><to tier>"`` and reason (the from tier is the re-asked
     row's; ``?`` when that row is not in the log)."""
     sql = f"""
@@ -204,10 +216,11 @@ def _escalations(
                e.tier, e.escalation, COUNT(*)
         FROM (SELECT tier, escalation, escalated_from FROM requests{where}) AS e
         WHERE e.escalation IS NOT NULL
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        GROUP BY 1, 2, 3
     """  # noqa: S608 - the filters' values are bound
     out: dict[str, dict[str, int]] = {}
-    for src, dst, reason, n in conn.execute(sql, args):
+    found = db.rows(sql, args)
+    for src, dst, reason, n in sorted(found, key=lambda r: [_null_first(v) for v in r[:3]]):
         hop = f"{src or '?'}->{dst or '?'}"
         out.setdefault(hop, {})[str(reason)] = int(n)
     return out
@@ -288,18 +301,23 @@ def _cost(cost: object, computed: object, provider: object, possibly_billed: obj
     )
 
 
-def query_requests(conn: sqlite3.Connection, q: RequestsQuery) -> RequestsPage:
+def query_requests(conn: sqlite3.Connection | Db, q: RequestsQuery) -> RequestsPage:
+    """``/v1/requests`` on either backend (a bare SQLite connection is taken as one)."""
     if q.sort not in SORTS or q.order not in ORDERS:  # they become SQL text
         raise ValueError(f"sort must be one of {SORTS} and order one of {ORDERS}")
+    db = _db(conn)
     where, args = q.filters.where()
-    total = int(conn.execute(f"SELECT COUNT(*) FROM requests{where}", args).fetchone()[0])  # noqa: S608
+    total = int(db.rows(f"SELECT COUNT(*) FROM requests{where}", args)[0][0])  # noqa: S608
     direction = q.order.upper()
+    # NULLs as SQLite orders them, on both backends; only cost_sats can be NULL (an explicit
+    # NULLS on a NOT NULL column keeps PostgreSQL from reading the time index in order)
+    nulls = ("NULLS FIRST" if direction == "ASC" else "NULLS LAST") if q.sort == "cost_sats" else ""
     sql = (
         f"SELECT {_REQUEST_COLUMNS} FROM requests{where}"  # noqa: S608 - whitelisted names
-        f" ORDER BY {q.sort} {direction}, id {direction} LIMIT ? OFFSET ?"
+        f" ORDER BY {q.sort} {direction} {nulls}, id {direction} LIMIT ? OFFSET ?"
     )
     offset = (q.page - 1) * q.per_page
-    rows = conn.execute(sql, [*args, q.per_page, offset]).fetchall() if offset < total else []
+    rows = db.rows(sql, [*args, q.per_page, offset]) if offset < total else []
     return RequestsPage(
         data=[_request_row(r) for r in rows],
         page=q.page,
@@ -310,80 +328,31 @@ def query_requests(conn: sqlite3.Connection, q: RequestsQuery) -> RequestsPage:
 
 
 # ---------------------------------------------------------------------------------------------
-# Read-only access (blocking: run it in a thread from async code)
+# Reading either backend (blocking: run it in a thread from async code)
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
-    """A read-only connection to an arbstr request log; :class:`DatabaseUnavailable` if the
-    file is missing, unreadable, not a request log, or of a newer schema."""
-    p = Path(path)
-    if not p.is_file():
-        raise DatabaseUnavailable(f"no request log at {path} (`arbstr serve` creates it)")
+def read_with(location: str, query: Callable[[Db], T]) -> T:
+    """Run ``query`` on a read connection of ``location``, a SQLite path or a PostgreSQL URL
+    (:mod:`arbstr.storage.location`); errors are :class:`DatabaseUnavailable`. Every read of
+    the request log goes through here: a new read is a function of a :class:`Db`."""
+    if is_postgres(location):
+        from arbstr.storage.postgres.reads import read
+
+        return read(location, query)
+    conn = open_readonly(location)
     try:
-        conn = sqlite3.connect(
-            p.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0, check_same_thread=False
-        )
+        return query(SqliteDb(conn))
     except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot open the request log {path}: {exc}") from None
-    try:
-        version = user_version(conn)
-        if version == 0:
-            raise DatabaseUnavailable(f"{path} is not an arbstr request log (no schema)")
-        check_not_newer(version, path)
-        _columns_of_older_schemas(conn, version)
-    except SchemaTooNew as exc:
-        conn.close()
-        raise DatabaseUnavailable(str(exc)) from None
-    except sqlite3.Error as exc:
-        conn.close()
-        raise DatabaseUnavailable(f"cannot read the request log {path}: {exc}") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-# What later migrations changed, for a log not yet upgraded (the CLI reads a file that no
-# newer `arbstr serve` has opened): (version, column, how a row of an older schema reads as
-# that version would have stored it), as the migrations themselves do it.
-_UPGRADED_COLUMNS = (
-    (2, "possibly_billed_sats", "NULL"),
-    (3, "computed_cost_sats", "cost_sats"),
-    (3, "cost_sats", "COALESCE(provider_cost_sats, cost_sats)"),
-    (4, "api", "'chat'"),
-    (5, "tier", "NULL"),
-    (5, "complexity", "NULL"),
-    (6, "escalated_from", "NULL"),
-    (6, "escalation", "NULL"),
-)
-
-
-def _columns_of_older_schemas(conn: sqlite3.Connection, version: int) -> None:
-    changed = {col: expr for v, col, expr in _UPGRADED_COLUMNS if version < v}
-    if not changed:
-        return
-    stored = [str(row[1]) for row in conn.execute("PRAGMA main.table_info(requests)")]
-    select = [f"{changed.pop(c)} AS {c}" if c in changed else c for c in stored]
-    select += [f"{expr} AS {col}" for col, expr in changed.items()]
-    # a TEMP view shadows the table for this connection only; the file is untouched
-    conn.execute(f"CREATE TEMP VIEW requests AS SELECT {', '.join(select)} FROM main.requests")  # noqa: S608
-
-
-def read_stats(path: str, q: StatsQuery) -> Stats:
-    conn = open_readonly(path)
-    try:
-        return query_stats(conn, q)
-    except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot read the request log {path}: {exc}") from None
+        raise DatabaseUnavailable(f"cannot read the request log {location}: {exc}") from None
     finally:
         conn.close()
 
 
-def read_requests(path: str, q: RequestsQuery) -> RequestsPage:
-    conn = open_readonly(path)
-    try:
-        return query_requests(conn, q)
-    except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot read the request log {path}: {exc}") from None
-    finally:
-        conn.close()
+def read_stats(location: str, q: StatsQuery) -> Stats:
+    """``/v1/stats``."""
+    return read_with(location, lambda db: query_stats(db, q))
+
+
+def read_requests(location: str, q: RequestsQuery) -> RequestsPage:
+    """``/v1/requests``."""
+    return read_with(location, lambda db: query_requests(db, q))

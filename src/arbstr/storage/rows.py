@@ -120,13 +120,13 @@ def msats_sql(column: str) -> str:
     """SQL: a REAL sats column as integer millisats, NULL outside ``0 … MAX_MSATS``."""
     return (
         f"CASE WHEN {column} BETWEEN 0 AND {MAX_MSATS // 1000}"
-        f" THEN CAST(ROUND({column} * 1000) AS INTEGER) END"
+        f" THEN CAST(ROUND({column} * 1000) AS BIGINT) END"
     )
 
 
 def tokens_sql(column: str) -> str:
     """SQL: a token count column, NULL outside ``0 … MAX_TOKENS``."""
-    return f"CASE WHEN {column} BETWEEN 0 AND {MAX_TOKENS} THEN CAST({column} AS INTEGER) END"
+    return f"CASE WHEN {column} BETWEEN 0 AND {MAX_TOKENS} THEN CAST({column} AS BIGINT) END"
 
 
 def exact_sum(expr: str) -> str:

@@ -8,10 +8,11 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-from arbstr.errors import DatabaseUnavailable
 from arbstr.routing.budgets import Spent, day_of
+from arbstr.storage.dialect import Db, SqliteDb
+from arbstr.storage.location import is_postgres
 from arbstr.storage.params import format_ts
-from arbstr.storage.queries import open_readonly
+from arbstr.storage.queries import read_with
 from arbstr.storage.rows import exact_sum, msats_sql, take_sum
 
 _SPENT_SQL = f"""
@@ -21,14 +22,15 @@ FROM (
     SELECT timestamp, policy, model, provider,
            {msats_sql("cost_sats")} AS c, {msats_sql("possibly_billed_sats")} AS pb
     FROM requests WHERE timestamp >= ?
-)
+) AS r
 GROUP BY day, policy, model, provider
 """  # noqa: S608 (no input in it)
 
 
-def query_spent(conn: sqlite3.Connection, since: datetime) -> list[Spent]:
+def query_spent(conn: sqlite3.Connection | Db, since: datetime) -> list[Spent]:
+    db = SqliteDb(conn) if isinstance(conn, sqlite3.Connection) else conn
     out: list[Spent] = []
-    for row in conn.execute(_SPENT_SQL, (format_ts(since),)):
+    for row in db.rows(_SPENT_SQL, [format_ts(since)]):
         values = iter(row[4:])
         msats = take_sum(values)
         if msats:
@@ -36,15 +38,9 @@ def query_spent(conn: sqlite3.Connection, since: datetime) -> list[Spent]:
     return out
 
 
-def read_spent(path: str, since: datetime) -> list[Spent]:
-    """The log's spend since ``since`` (none before the first start wrote one; blocking: run
-    it in a thread from async code)."""
-    if not Path(path).exists():
+def read_spent(location: str, since: datetime) -> list[Spent]:
+    """The log's spend since ``since`` (none before the first start wrote one), from a SQLite
+    path or a PostgreSQL URL; blocking: run it in a thread from async code."""
+    if not is_postgres(location) and not Path(location).exists():
         return []
-    conn = open_readonly(path)
-    try:
-        return query_spent(conn, since)
-    except sqlite3.Error as exc:
-        raise DatabaseUnavailable(f"cannot read the request log {path}: {exc}") from None
-    finally:
-        conn.close()
+    return read_with(location, lambda db: query_spent(db, since))
