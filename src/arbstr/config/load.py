@@ -306,6 +306,7 @@ def config_from_data(
         tiers=resolve_tiers(fc.tiers, fail),
         complexity=resolve_complexity(fc.complexity, fail),
         budgets=resolve_budgets(fc.budgets, by_name, [p.name for p in providers], fail),
+        metrics=fc.metrics,
     )
 
 

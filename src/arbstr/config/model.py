@@ -12,7 +12,7 @@ import msgspec
 from arbstr.apinames import ALL_APIS, ApiName
 from arbstr.config.complexity import DEFAULT_COMPLEXITY, ComplexitySettings
 from arbstr.config.listen import parse_listen
-from arbstr.config.schema import RetrySettings, ServerSettings, Strategy
+from arbstr.config.schema import MetricsSettings, RetrySettings, ServerSettings, Strategy
 from arbstr.config.secrets import mask_secret
 from arbstr.money import Rates
 
@@ -128,6 +128,7 @@ class Policies:
     has_keywords: bool
 
 
+NO_METRICS = MetricsSettings()
 TIER_NAMES = ("economy", "standard", "frontier")  # cheapest first
 
 
@@ -189,6 +190,7 @@ class Config:
     tiers: tuple[Tier, ...] = ()  # configured [[tiers]], cheapest first
     complexity: ComplexitySettings = DEFAULT_COMPLEXITY
     budgets: tuple[Budget, ...] = ()
+    metrics: MetricsSettings = NO_METRICS
 
     def with_listen(self, listen: str) -> Config:
         parse_listen(listen, where="--listen")

@@ -57,6 +57,12 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     path: str | None = None
 
 
+class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``[metrics]``: ``GET /metrics`` in the Prometheus text format (off by default)."""
+
+    enabled: bool = False
+
+
 class RetrySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     max_attempts_per_provider: Annotated[int, Meta(ge=1, le=20)] = 3
     backoff_base_ms: NonNeg = 500.0
@@ -163,6 +169,7 @@ class BudgetSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
 class FileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
+    metrics: MetricsSettings = MetricsSettings()
     retry: RetrySettings = RetrySettings()
     providers: list[ProviderSection] = []
     policies: PoliciesSection = PoliciesSection()

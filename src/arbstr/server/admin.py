@@ -1,7 +1,9 @@
-"""Low-traffic routes: /health, /providers, /v1/models, /v1/balances, /v1/budgets."""
+"""Low-traffic routes: /health, /providers, /v1/models, /v1/balances, /v1/budgets,
+/metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +12,7 @@ from arbstr.money import Rates
 from arbstr.routstr import DiscoveryStatus, fetch_balances
 from arbstr.server.budgets import budgets_payload
 from arbstr.server.gateway import Gateway
-from arbstr.server.http import Send, send_json
+from arbstr.server.http import Send, send_bytes, send_json
 
 
 def _rates_json(r: Rates) -> dict[str, float]:
@@ -114,3 +116,14 @@ async def balances(gw: Gateway, send: Send) -> None:
 async def budgets(gw: Gateway, send: Send) -> None:
     """Each ``[[budgets]]`` entry: limit, use in its window, holds in flight, reset."""
     await send_json(send, 200, budgets_payload(gw.budgets))
+
+
+async def metrics(gw: Gateway, send: Send) -> None:
+    """The Prometheus text format (routed only when metrics are enabled)."""
+    from arbstr.server.metrics import CONTENT_TYPE, render
+
+    assert gw.metrics is not None
+    # copied here, formatted in a thread: ~0.1 ms per label set would stall the event loop
+    body = await asyncio.to_thread(render, gw.metrics.snapshot())
+    body = gw.redactor.bytes(body)  # (labels are config names and listed ids: a safeguard)
+    await send_bytes(send, 200, body, [(b"content-type", CONTENT_TYPE)])

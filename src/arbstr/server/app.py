@@ -78,6 +78,8 @@ class App:
         gw = self.gateway
         key = path.rstrip("/") or path
         handler = _GET_ROUTES.get(key)
+        if key == "/metrics" and gw.metrics is not None:  # off: a 404 like any unknown route
+            handler = admin.metrics
         query_handler = _QUERY_ROUTES.get(key)
         if handler is None and query_handler is None:
             await send_error(send, NotFound(f"no route for {scope['method']} {path}"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import TYPE_CHECKING
 
 from arbstr.config import Config
 from arbstr.errors import DatabaseUnavailable
@@ -20,6 +21,9 @@ from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
 from arbstr.storage.spend import read_spent
 from arbstr.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from arbstr.server.metrics import Metrics
 
 log = logging.getLogger("arbstr.budgets")
 
@@ -67,6 +71,12 @@ class Gateway:
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
         # the secrets no answer, row or log line may carry, even when an upstream echoes one
         self.redactor = Redactor([*(p.api_key for p in config.providers), s.auth_token])
+        # GET /metrics: None (and nothing counted, nothing imported) unless enabled
+        self.metrics: Metrics | None = None
+        if config.metrics.enabled:
+            from arbstr.server.metrics import Metrics
+
+            self.metrics = Metrics(config, self.prices, self.health)
 
     @property
     def discovery_timeout_s(self) -> float:

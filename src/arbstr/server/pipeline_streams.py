@@ -230,6 +230,9 @@ class StreamsMixin:
         if ex.budget_hold is not None:
             settle(self.gw.budgets, ex, record)
         self.gw.sink.submit(record)
+        metrics = self.gw.metrics
+        if metrics is not None:
+            metrics.observe(record, ex.attempts.failures, ex.attempts.tried)
         log_request(record, ex.attempts.header())
 
 
