@@ -40,6 +40,7 @@ from bench.run import (
     HOST,
     PROVIDERS,
     ROOT,
+    Pinning,
     choose_pinning,
     config_toml,
     free_port,
@@ -64,7 +65,12 @@ class ManyPlan:
     first_byte_ms: float = 50.0
     chunk_ms: float = 50.0
     chunk_ms_max: float = 100.0
-    ramp_s: float = 1.0  # the streams' starts are spread over this
+    ramp_s: float = 3.0  # the streams' starts are spread over this (all open from 3 s to ~4 s)
+    keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S  # the proxy's, and how long to wait for it
+    pin: bool = True  # proxy and load on separate CPUs (taskset), when there are two
+
+
+QUICK_MANY = ManyPlan(streams=200, chunks=20, ramp_s=1.0)
 
 
 def raise_nofile(want: int) -> None:
@@ -134,7 +140,12 @@ class Sampler:
 def config_for(plan: ManyPlan, upstream_port: int) -> str:
     """The main run's config, without balance polling (the mock has no balance, and its
     aiohttp sockets would blur the fd count)."""
-    text = config_toml(upstream_port).replace("\nbase_fee = ", "\nbalance_interval_s = 0\nbase_fee = ")
+    text = config_toml(upstream_port).replace(
+        "\nbase_fee = ", "\nbalance_interval_s = 0\nbase_fee = "
+    )
+    text = text.replace(
+        "[server]\n", f"[server]\nkeepalive_expiry_s = {plan.keepalive_expiry_s:g}\n", 1
+    )
     if plan.streams > 1000:  # above the default pool size (1024) with room to spare
         text = text.replace(
             "[server]\n", f"[server]\nmax_connections_per_provider = {plan.streams + 64}\n", 1
@@ -158,7 +169,7 @@ def _stats(s: ManySample) -> dict[str, Any]:
 
 def measure_many(plan: ManyPlan) -> dict[str, Any]:
     started = time.monotonic()
-    pin = choose_pinning()
+    pin = choose_pinning() if plan.pin else Pinning(None, None)
     if pin.load is not None:
         os.sched_setaffinity(0, {int(pin.load)})
     raise_nofile(4 * plan.streams + 1024)  # the client; the upstream inherits it
@@ -219,7 +230,7 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
         kinds_start = fd_kinds(px.pid)
         fds_start = fd_count(px.pid)
         rss_start = rss_kb(px.pid)["VmRSS"]
-        warm = min(20, plan.streams)
+        warm = min(20, plan.streams)  # first streams pay for lazy imports and first calls
         log(f"many streams: warm-up, {warm} streams through arbstr")
         run_many_sync(
             (HOST, px_port),
@@ -258,7 +269,7 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
         fds_end = fd_count(px.pid)
         waited = 0.0
         fds_settled = fds_end
-        while fds_settled > fds_start and waited < KEEPALIVE_EXPIRY_S + 2.0:
+        while fds_settled > fds_start and waited < plan.keepalive_expiry_s + 2.0:
             time.sleep(0.25)
             waited += 0.25
             fds_settled = fd_count(px.pid)
@@ -273,6 +284,7 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
                     for k, v in (("p50", 50), ("p99", 99))
                 },
                 "wall_s": {"direct": round(direct_wall, 2), "proxy": round(proxied_wall, 2)},
+                "proxy_cpu_s": round(px_cpu1 - px_cpu0, 2),
                 "cpu_pct_of_one_core": {
                     "proxy": round(100 * (px_cpu1 - px_cpu0) / proxied_wall, 1),
                     "load_direct": round(
@@ -344,7 +356,7 @@ def _ok(flag: bool) -> str:
 def many_table_rows(res: dict[str, Any]) -> list[str]:
     """Rows for the bench's table (same columns)."""
     d, p, b, pl = res["direct"], res["proxy"], res["budget"], res["plan"]
-    n = f"{pl['streams']:,} streams × {pl['chunks']}"
+    n = f"{pl['streams']:,} streams x {pl['chunks']}"
     add = res["added_chunk_delay_ms"]
     fds, rss = res["fds"], res["rss_mb"]
     return [
@@ -375,7 +387,7 @@ def many_settings_text(res: dict[str, Any]) -> str:
     return (
         f"Many streams: {pl['streams']:,} streams at once (started over {pl['ramp_s']:g} s),"
         f" {pl['chunks']} chunks each, first after {pl['first_byte_ms']:g} ms, then every"
-        f" {pl['chunk_ms']:g}–{pl['chunk_ms_max']:g} ms; one connection per stream; proxy"
+        f" {pl['chunk_ms']:g}-{pl['chunk_ms_max']:g} ms; one connection per stream; proxy"
         f" started with a soft fd limit of {PROXY_NOFILE}. CPU (% of one core): proxy"
         f" {c['proxy']}, upstream + client {c['load_direct']} direct / {c['load_proxied']} via"
         f" arbstr. Took {w['direct']:.1f} s direct, {w['proxy']:.1f} s via arbstr,"
@@ -385,8 +397,8 @@ def many_settings_text(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.many", description=__doc__.split("\n")[0])
-    p.add_argument("--streams", type=int, default=ManyPlan.streams, help="concurrent streams")
-    p.add_argument("--chunks", type=int, default=ManyPlan.chunks, help="chunks per stream")
+    p.add_argument("--streams", type=int, default=ManyPlan().streams, help="concurrent streams")
+    p.add_argument("--chunks", type=int, default=ManyPlan().chunks, help="chunks per stream")
     p.add_argument("--strict", action="store_true", help="exit 1 when over budget")
     p.add_argument("--out", type=Path, default=BENCH / "results" / "many.json", help="JSON output")
     a = p.parse_args(argv)

@@ -4,7 +4,7 @@
 Each connection sends one streaming request and reads the answer without decoding it: it
 finds every chunk's send time (``system_fingerprint`` = ``"t"`` + 20 digits of
 ``CLOCK_MONOTONIC`` ns, written by ``bench/upstream.py``) in the bytes as they arrive and
-records *receive time − send time*, the chunk's relay delay; the stream is done at the
+records *receive time - send time*, the chunk's relay delay; the stream is done at the
 chunked body's terminator after ``data: [DONE]``. Starts are spread evenly over ``ramp_s``.
 """
 
@@ -34,6 +34,7 @@ class ManySample:
     peak_open: int = 0  # streams open at the same time, at most
     ttfb_ms: list[float] = field(default_factory=list)  # connect -> first chunk read
     chunk_delay_ms: list[float] = field(default_factory=list)  # upstream write -> read
+    chunk_read_ns: list[int] = field(default_factory=list)  # when each was read (monotonic)
     error_messages: list[str] = field(default_factory=list)
 
     def fail(self, msg: str) -> None:
@@ -92,6 +93,7 @@ class _Stream(asyncio.Protocol):
             self._head = True
             del buf[: end + 4]
         delays = self._out.chunk_delay_ms
+        reads = self._out.chunk_read_ns
         pos = 0
         while True:
             i = buf.find(FINGERPRINT, pos)
@@ -99,6 +101,7 @@ class _Stream(asyncio.Protocol):
                 break
             ts = int(buf[i + _FP : i + _FP + _TS])
             delays.append((now - ts) / 1e6)
+            reads.append(now)
             if self._chunks == 0:
                 self._out.ttfb_ms.append((now - self._t0) / 1e6)
             self._chunks += 1
@@ -177,7 +180,9 @@ def run_many_sync(
     expected_chunks: int,
     ramp_s: float,
 ) -> ManySample:
-    coro = run_many(addr, path, body, streams=streams, expected_chunks=expected_chunks, ramp_s=ramp_s)
+    coro = run_many(
+        addr, path, body, streams=streams, expected_chunks=expected_chunks, ramp_s=ramp_s
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-posix
