@@ -936,17 +936,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, help="proxied requests in total (default 100000)")
     p.add_argument("--strict", action="store_true", help="exit 1 when over budget")
     p.add_argument(
+        "--many-streams",
+        type=int,
+        help="streams at once in the many-streams row (default 1000, --quick 200; 0: skip it)",
+    )
+    p.add_argument(
         "--out", type=Path, default=BENCH / "results" / "latest.json", help="JSON output"
     )
     a = p.parse_args(argv)
     plan = QUICK if a.quick else Plan()
     if a.requests is not None:
         plan = Plan(**{**asdict(plan), "total_requests": a.requests})
+    from bench import many  # (imports this module)
+
+    many_plan = many.QUICK_MANY if a.quick else many.ManyPlan()
+    if a.many_streams is not None:
+        many_plan = many.ManyPlan(**{**asdict(many_plan), "streams": a.many_streams})
     res = measure(plan, a.out)
+    if many_plan.streams > 0:
+        log(f"many streams: {many_plan.streams} at once through a fresh arbstr process")
+        res["many_streams"] = many.measure_many(many_plan)
+        res["budget"].update(res["many_streams"]["budget"])
+        res["budget_ok"] = all(res["budget"].values())
+        a.out.write_text(json.dumps(res, indent=2) + "\n")
     print()
     print(table(res))
+    if "many_streams" in res:
+        print("\n".join(many.many_table_rows(res["many_streams"])))
     print()
     print(settings_text(res))
+    if "many_streams" in res:
+        print(many.many_settings_text(res["many_streams"]))
     print()
     verdict = "within budget" if res["budget_ok"] else "OVER BUDGET"
     steal = res["other_load"]["steal_pct_avg"]

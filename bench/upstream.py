@@ -5,7 +5,8 @@ pre-encoded answers:
 
 * ``POST`` with ``"stream": true`` in the body: ``text/event-stream`` in chunked transfer
   encoding, the response head at once, then ``--chunks`` content chunks, the first after
-  ``--first-byte-ms`` and the next ones every ``--chunk-ms``; a usage-only chunk when the
+  ``--first-byte-ms`` and the next ones every ``--chunk-ms`` (or a random gap up to
+  ``--chunk-ms-max``, so that many streams do not tick in lockstep); a usage-only chunk when the
   body asks for ``include_usage``; then ``data: [DONE]``. Each SSE event is one HTTP chunk
   and carries the time it was sent (``CLOCK_MONOTONIC`` nanoseconds, shared by every
   process on the machine) in ``system_fingerprint`` as ``"t<20 digits>"``, so that a client
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -52,6 +54,7 @@ _monotonic_ns = time.monotonic_ns
 class Settings:
     first_byte_s: float = 0.02  # streams: delay before the first chunk
     chunk_interval_s: float = 0.01  # streams: delay between chunks
+    chunk_interval_max_s: float = 0.0  # above chunk_interval_s: each gap uniform in between
     chunks: int = 20  # streams: content chunks per response
     json_delay_s: float = 0.0  # non-streaming: delay before the answer
     completion_tokens: int = 20  # non-streaming: words in the answer
@@ -246,7 +249,11 @@ class UpstreamProtocol(asyncio.Protocol):
         stream.left -= 1
         if stream.left > 0:
             transport.write(a.chunk_prefix + ts + a.chunk_suffix)
-            self._timer = self._loop.call_later(self._settings.chunk_interval_s, self._tick)
+            s = self._settings
+            gap = s.chunk_interval_s
+            if s.chunk_interval_max_s > gap:
+                gap += random.random() * (s.chunk_interval_max_s - gap)
+            self._timer = self._loop.call_later(gap, self._tick)
             return
         transport.write(a.chunk_prefix + ts + a.chunk_suffix + stream.end)
         self._stream = None
@@ -307,6 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=9000)
     p.add_argument("--first-byte-ms", type=float, default=20.0, help="streams: first chunk delay")
     p.add_argument("--chunk-ms", type=float, default=10.0, help="streams: delay between chunks")
+    p.add_argument(
+        "--chunk-ms-max",
+        type=float,
+        default=0.0,
+        help="streams: when above --chunk-ms, each gap is uniform between the two",
+    )
     p.add_argument("--chunks", type=int, default=20, help="streams: content chunks")
     p.add_argument("--json-delay-ms", type=float, default=0.0, help="non-streaming delay")
     a = p.parse_args(argv)
@@ -315,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(
         first_byte_s=a.first_byte_ms / 1000.0,
         chunk_interval_s=a.chunk_ms / 1000.0,
+        chunk_interval_max_s=a.chunk_ms_max / 1000.0,
         chunks=a.chunks,
         json_delay_s=a.json_delay_ms / 1000.0,
     )

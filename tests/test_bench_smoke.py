@@ -104,3 +104,24 @@ def test_generated_config_is_valid(tmp_path: Path) -> None:
     assert [p.name for p in cfg.providers] == [name for name, *_ in PROVIDERS]
     assert [r.name for r in cfg.policies.rules] == ["cheap", "fast", "code_generation"]
     assert not cfg.warnings
+
+
+def test_many_streams_row_at_a_small_scale() -> None:
+    """The many-streams row end to end (real upstream and `arbstr serve` processes), small:
+    every stream relayed whole, the proxy's fds back to where they started."""
+    from bench.many import ManyPlan, many_table_rows, measure_many
+
+    plan = ManyPlan(streams=50, chunks=5, ramp_s=0.3, keepalive_expiry_s=0.5, pin=False)
+    res = measure_many(plan)
+    for side in ("direct", "proxy"):
+        assert (res[side]["ok"], res[side]["errors"], res[side]["chunks"]) == (50, 0, 250)
+    assert res["proxy_log"]["error_lines"] == 0
+    assert res["fds"]["after_keepalive_expiry"] <= res["fds"]["start"] < res["fds"]["peak"]
+    assert res["rss_mb"]["peak"] > 0
+    assert set(res["budget"]) == {
+        "many_chunk_delay_p99",
+        "many_no_errors",
+        "many_rss",
+        "many_no_fd_growth",
+    }
+    assert len(many_table_rows(res)) == 5

@@ -312,7 +312,7 @@ async def test_a_connection_the_server_spoke_on_while_idle_is_not_reused(
 
 def test_server_settings_defaults_and_bounds() -> None:
     s = config_from_data({}, source="<t>", env={}).server
-    assert (s.max_connections_per_provider, s.keepalive_expiry_s) == (256, 5.0)
+    assert (s.max_connections_per_provider, s.keepalive_expiry_s) == (1024, 5.0)
     with pytest.raises(ConfigError, match="max_connections_per_provider"):
         config_from_data({"server": {"max_connections_per_provider": 0}}, source="<t>", env={})
     with pytest.raises(ConfigError, match="keepalive_expiry_s"):

@@ -31,7 +31,7 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     connect_timeout_s: Positive = 10.0
     stream_idle_timeout_s: Positive = 60.0
     max_body_bytes: Annotated[int, Meta(gt=0)] = DEFAULT_MAX_BODY_BYTES
-    max_connections_per_provider: Annotated[int, Meta(ge=1)] = 256  # per upstream origin
+    max_connections_per_provider: Annotated[int, Meta(ge=1)] = 1024  # per upstream origin
     keepalive_expiry_s: NonNeg = 5.0  # idle upstream connections older than this are closed
     # conversations kept for stickiness (0: off), each forgotten sticky_idle_s after its answer
     sticky_conversations: Annotated[int, Meta(ge=0)] = 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ async def serve(config: Config | None, *, mock: bool, listen: str | None) -> Non
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(uv)
+    raise_fd_limit()
     tune_gc()
     log.info(
         "arbstr listening on http://%s:%d (%d providers)",
@@ -86,6 +88,37 @@ async def serve(config: Config | None, *, mock: bool, listen: str | None) -> Non
         await asyncio.to_thread(store.close)  # normally done at lifespan shutdown; idempotent
         for m in mocks:
             await m.close()
+
+
+# open files wanted: each stream holds a client and an upstream socket, and 1024 (the usual
+# soft default) runs out at ~500 streams; the hard limit is usually far higher
+FD_LIMIT_TARGET = 65536
+
+
+def fd_limit_target(soft: int, hard: int, want: int = FD_LIMIT_TARGET) -> int | None:
+    """The soft ``RLIMIT_NOFILE`` to set: ``want`` capped by ``hard``; None to leave it."""
+    infinity = resource.RLIM_INFINITY
+    if soft == infinity:
+        return None
+    target = want if hard == infinity else min(want, hard)
+    return target if target > soft else None
+
+
+def raise_fd_limit(want: int = FD_LIMIT_TARGET) -> int:
+    """Raise this process's soft open-file limit towards ``want`` (never above the hard
+    limit; an unprivileged process may do that). Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = fd_limit_target(soft, hard, want)
+    if target is None:
+        log.debug("open file limit %s (hard %s) left as it is", soft, hard)
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.debug("open file limit %s not raised to %s: %s", soft, target, exc)
+        return soft
+    log.debug("open file limit raised from %s to %s (hard %s)", soft, target, hard)
+    return target
 
 
 def tune_gc() -> None:

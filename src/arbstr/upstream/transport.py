@@ -25,7 +25,7 @@ import ssl
 from arbstr.upstream.connection import Connection, Response
 from arbstr.upstream.protocol import ConnectFailed, Target
 
-DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_KEEPALIVE_EXPIRY_S = 5.0
 # the idle sweep runs at most this often, so a pool of many connections idling since slightly
 # different times does not wake the loop for each one
