@@ -210,17 +210,20 @@ class BudgetBook:
 
     def settle(
         self, hold: Hold, policy: str | None, model: str | None, provider: str | None, msats: int
-    ) -> None:
+    ) -> list[BudgetState]:
         """Release ``hold`` and count what the request cost on the budgets covering how it
         was answered, when it started in their current window (as the log will count it; a
-        window that ended since is reset by the next roll)."""
+        window that ended since is reset by the next roll). Returns those budgets."""
         for s in hold.states:
             s.held_msats -= hold.msats
+        counted: list[BudgetState] = []
         if msats <= 0:
-            return
+            return counted
         for s in self.states:
             if s.start <= hold.at < s.reset and s.budget.covers(policy, model, provider):
                 s.used_msats += msats
+                counted.append(s)
+        return counted
 
 
 def _downgrade(states: Sequence[BudgetState], est: int) -> BudgetState | None:

@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from arbstr.config import TIER_NAMES
 from arbstr.errors import ArbstrError, BudgetExceeded
@@ -17,6 +18,9 @@ from arbstr.routing import Candidate, Route, cost_msats
 from arbstr.routing.budgets import BudgetBook, BudgetState, Cost
 from arbstr.server.exchange import Exchange
 from arbstr.storage.params import format_ts
+
+if TYPE_CHECKING:
+    from arbstr.storage.postgres.budgets import SharedBudgets
 
 log = logging.getLogger("arbstr.budgets")
 
@@ -88,12 +92,17 @@ def hold_reask(book: BudgetBook, ex: Exchange, r: Route, cost: Cost) -> None:
     hold(book, ex)
 
 
-def settle(book: BudgetBook, ex: Exchange, record: RequestRecord) -> None:
-    """Release ``ex``'s hold and count what its row says it cost (or may have been billed)."""
+def settle(
+    book: BudgetBook, ex: Exchange, record: RequestRecord, shared: SharedBudgets | None
+) -> None:
+    """Release ``ex``'s hold and count what its row says it cost (or may have been billed),
+    here and, with shared budgets, in the database."""
     held, ex.budget_hold = ex.budget_hold, None
     assert held is not None
     spent = (record.cost_msats or 0) + (record.possibly_billed_msats or 0)
-    book.settle(held, record.policy, record.model, record.provider, spent)
+    counted = book.settle(held, record.policy, record.model, record.provider, spent)
+    if shared is not None:
+        shared.settle_later(ex.request_id, counted, spent)
 
 
 def exceeded(s: BudgetState, now: datetime) -> BudgetExceeded:

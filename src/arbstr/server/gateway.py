@@ -19,9 +19,12 @@ from arbstr.routing.sticky import Conversations
 from arbstr.routstr.balance_poll import BalancePoller
 from arbstr.routstr.prices import PriceBook, discovery_timeout_s
 from arbstr.storage import Store
-from arbstr.storage.location import password
+from arbstr.storage.location import is_postgres, password
 from arbstr.storage.spend import read_spent
 from arbstr.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from arbstr.storage.postgres.budgets import SharedBudgets
 
 if TYPE_CHECKING:
     from arbstr.server.metrics import Metrics
@@ -67,6 +70,12 @@ class Gateway:
         self.rng = rng or random.Random()
         # [[budgets]]: use in the current windows (from the request log at start) and holds
         self.budgets = BudgetBook(config.budgets)
+        # on PostgreSQL, budgets are shared by every instance on the database
+        self.shared_budgets: SharedBudgets | None = None
+        if self.budgets.enabled and self.store is not None and is_postgres(self.store.path):
+            from arbstr.storage.postgres.budgets import SharedBudgets
+
+            self.shared_budgets = SharedBudgets(self.store.path, self.budgets)
         # providers as routing sees them: with discovered prices, refreshed in the background
         self.prices = PriceBook(config.providers, rng=self.rng)
         self.auth_token: bytes | None = s.auth_token.encode() if s.auth_token is not None else None
@@ -98,7 +107,8 @@ class Gateway:
             self.balances.start(self.upstream.get_session, self.discovery_timeout_s)
 
     async def load_budgets(self) -> None:
-        """Each budget's use so far in its window, from the request log (before serving)."""
+        """Each budget's use so far in its window, from the request log (before serving);
+        shared budgets then take what the database holds."""
         book = self.budgets
         if not book.enabled or self.store is None:
             return
@@ -106,14 +116,18 @@ class Gateway:
             spent = await asyncio.to_thread(read_spent, self.store.path, book.earliest_start())
         except DatabaseUnavailable as exc:
             log.warning("budgets start from zero: %s", exc)
-            return
-        book.load(spent)
+        else:
+            book.load(spent)
+        if self.shared_budgets is not None:
+            await self.shared_budgets.start()
 
     async def close(self) -> None:
         try:
             await self.balances.stop()
             await self.prices.stop()
             await self.upstream.close()
+            if self.shared_budgets is not None:
+                await self.shared_budgets.close()
         finally:
             if self.store is not None:
                 await asyncio.to_thread(self.store.close)  # writes every queued row

@@ -35,7 +35,7 @@ from arbstr.routing import (
 )
 from arbstr.routing.complexity import score
 from arbstr.routing.sticky import Sticky, conversation_key, higher_tier, prefer
-from arbstr.server.budgets import estimate, hold, within_budgets
+from arbstr.server.budgets import estimate, exceeded, hold, within_budgets
 from arbstr.server.chat import HotPaths
 from arbstr.server.delivery import TrackedSend
 from arbstr.server.disconnect import DisconnectWatch
@@ -169,7 +169,14 @@ class ApiHandler(HotPaths):
         body, policy_header, tier_header, session = await self.read(scope, receive)
         plan = self.plan(body, policy_header, tier_header, ex, session)
         req, r = plan.request, plan.route
-        if ex.budget_admission is not None:  # (no await since the plan: nothing came between)
+        adm = ex.budget_admission
+        if adm is not None:  # (no await since the plan: nothing came between)
+            shared = self.gw.shared_budgets
+            if shared is not None and adm.covering:  # the database has the last word
+                refused = await shared.confirm(ex.request_id, adm)
+                if refused is not None:
+                    ex.budget_admission = None
+                    raise exceeded(refused, self.gw.budgets.clock())
             hold(self.gw.budgets, ex)
         extra = _forwarded(scope, self._forward) if self._forward else b""
         return Prepared(

@@ -228,7 +228,7 @@ class StreamsMixin:
             self.gw.sticky.remember(ex.sticky_key, c.provider.name, c.model, ex.tier)
         record = record_of(ex, o, self.redact)
         if ex.budget_hold is not None:
-            settle(self.gw.budgets, ex, record)
+            settle(self.gw.budgets, ex, record, self.gw.shared_budgets)
         self.gw.sink.submit(record)
         metrics = self.gw.metrics
         if metrics is not None:
