@@ -1,9 +1,9 @@
 """Budgets shared by every arbstr instance on one PostgreSQL database (migration 0007).
 
 Each instance keeps its :class:`~arbstr.routing.budgets.BudgetBook` as a fast, optimistic
-first check; the database has the last word. Admitting a request locks the rows of the
-budgets covering it (``SELECT … FOR UPDATE``: instances take turns), checks what all
-instances settled and hold, and records the request's hold, in one transaction. A request's
+first check; the database has the last word. Admitting a request takes a transaction lock
+per budget covering it (instances take turns), checks what all instances settled and hold,
+and records the request's hold, in one transaction and one round trip. A request's
 end deletes its hold and adds its cost in one transaction, off the request path. Holds of an
 instance that died expire after ``hold_ttl_s``. When the database cannot be reached, requests
 are admitted on the local view alone (a warning is logged) rather than refused."""
@@ -45,10 +45,36 @@ WHERE (budget, window_start) IN (SELECT * FROM unnest(%s::text[], %s::text[]) AS
   AND expires_at > %s
 GROUP BY budget
 """
-_HOLD = """
+# Admissions of a budget take turns on an advisory lock per budget (not its usage row, which
+# a settling request updates: admissions need not wait for those). After it (a statement of
+# its own: this one's snapshot then sees every hold committed by whoever held the lock
+# before, and each settle's released hold and added cost together), the hold goes in only if
+# every reject budget can take it.
+_TAKE_TURNS = """
+SELECT pg_advisory_xact_lock(hashtextextended('arbstr budget ' || b, 0))
+FROM (SELECT b FROM unnest(%s::text[]) AS t(b) ORDER BY b) AS sorted
+"""
+_DECIDE = """
+WITH want (b, w, lim, rej) AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bool[])
+), held AS (
+    SELECT budget, SUM(msats) AS m FROM budget_holds
+    WHERE budget = ANY(%s::text[]) AND expires_at > %s GROUP BY budget, window_start
+    HAVING (budget, window_start) IN (SELECT b, w FROM want)
+), over AS (
+    SELECT 1 FROM want
+    LEFT JOIN budget_usage u ON u.budget = want.b AND u.window_start = want.w
+    LEFT JOIN held ON held.budget = want.b
+    WHERE want.rej AND COALESCE(u.used_msats, 0) + COALESCE(held.m, 0) + %s > want.lim
+)
 INSERT INTO budget_holds (request_id, budget, window_start, msats, expires_at)
-SELECT %s, b, w, %s, %s FROM unnest(%s::text[], %s::text[]) AS t(b, w)
+SELECT %s, b, w, %s, %s FROM want WHERE NOT EXISTS (SELECT 1 FROM over)
 ON CONFLICT (request_id, budget) DO NOTHING
+RETURNING budget
+"""
+_USED = """
+SELECT budget, used_msats FROM budget_usage
+WHERE (budget, window_start) IN (SELECT * FROM unnest(%s::text[], %s::text[]) AS t(b, w))
 """
 _RELEASE = "DELETE FROM budget_holds WHERE request_id = %s"
 _ADD = """
@@ -116,30 +142,45 @@ class SharedBudgets:
     async def confirm(self, request_id: str, adm: Admission) -> BudgetState | None:
         """Hold ``adm``'s estimate in the database if every reject budget covering it can
         take it across all instances; else the budget that cannot (its figures the
-        database's), nothing held."""
+        database's), nothing held. One round trip (a pipeline of one transaction)."""
         if self._pool is None or time.monotonic() < self._down_until:
             return None
         at = adm.at if adm.at is not None else self.book.clock()
+        now = format_ts(at)
+        by_name = {s.budget.name: s for s in adm.covering}
         names, starts = _windows(adm.covering)
+        limits = [by_name[n].limit for n in names]
+        rejects = [by_name[n].reject for n in names]
+        expires = format_ts(at + timedelta(seconds=self.hold_ttl_s))
+        est = adm.estimate
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(_ENSURE, [names, starts, [0] * len(names)])
-                used = dict(await (await conn.execute(_LOCK, [names, starts])).fetchall())
-                cur = await conn.execute(_HELD, [names, starts, format_ts(at)])
-                held = dict(await cur.fetchall())
-                for s in adm.covering:
-                    name = s.budget.name
-                    u, h = int(used.get(name, 0)), int(held.get(name, 0))
-                    s.used_msats = max(s.used_msats, u)
-                    if s.reject and u + h + adm.estimate > s.limit:
-                        return BudgetState(s.budget, s.start, s.reset, u, h)
-                expires = format_ts(at + timedelta(seconds=self.hold_ttl_s))
-                await conn.execute(_HOLD, [request_id, adm.estimate, expires, names, starts])
-        except (psycopg.Error, OSError) as exc:
+            async with self._pool.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(_TAKE_TURNS, [names])
+                    decided = await conn.execute(
+                        _DECIDE,
+                        [names, starts, limits, rejects, names, now, est, request_id, est, expires],
+                    )
+                    used_cur = await conn.execute(_USED, [names, starts])
+                held = await decided.fetchall()
+                used = dict(await used_cur.fetchall())
+                for n in names:
+                    s = by_name[n]
+                    s.used_msats = max(s.used_msats, int(used.get(n, 0)))
+                if held:
+                    return None
+                # refused: the figures for the answer (held by all instances)
+                cur = await conn.execute(_HELD, [names, starts, now])
+                holds = dict(await cur.fetchall())
+        except Exception as exc:  # psycopg's, the pool's timeouts, OSError
             self._failed("budgets checked on this instance alone", exc)
-        except Exception as exc:  # the pool's own timeouts
-            self._failed("budgets checked on this instance alone", exc)
-        return None
+            return None
+        for n in names:
+            s = by_name[n]
+            u, h = int(used.get(n, 0)), int(holds.get(n, 0))
+            if s.reject and u + h + est > s.limit:
+                return BudgetState(s.budget, s.start, s.reset, u, h)
+        return BudgetState(adm.covering[0].budget, adm.covering[0].start, adm.covering[0].reset)
 
     def settle_later(self, request_id: str, counted: Sequence[BudgetState], msats: int) -> None:
         """Release the request's hold and add its cost to the budgets it counted on, in the
@@ -158,7 +199,7 @@ class SharedBudgets:
     ) -> None:
         assert self._pool is not None
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 await conn.execute(_RELEASE, [request_id])
                 if names and msats > 0:
                     await conn.execute(_ADD, [msats, names, starts])
