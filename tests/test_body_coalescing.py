@@ -4,6 +4,7 @@ joined when several chunks are buffered, never waiting for more, bytes intact an
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -82,7 +83,7 @@ def test_no_byte_waits_and_order_holds(
     body byte that has arrived is returned by the next read without waiting."""
     wire = _chunked(events)
     points = sorted({c % len(wire) for c in cuts} | {0, len(wire)})
-    pieces = [wire[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    pieces = [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
 
     async def main() -> None:
         conn = Connection(_Owner())
