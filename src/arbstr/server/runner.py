@@ -121,13 +121,18 @@ def raise_fd_limit(want: int = FD_LIMIT_TARGET) -> int:
     return target
 
 
+GC_THRESHOLDS = (10_000, 100, 10)
+
+
 def tune_gc() -> None:
     """Fewer cyclic-GC passes: the request path makes almost no reference cycles, so the
     default gen-0 threshold only burns CPU; objects alive at start-up are frozen out of full
-    collections, which then pause the event loop less (measured in bench/README.md, "Profile")."""
+    collections, which then pause the event loop less. A gen-1 pass walks every object of
+    every open stream (~50 ms at 1,000 streams), so it runs after 100 gen-0 passes, not 10
+    (measured in bench/README.md, "Profile" and "Many streams")."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -90,10 +90,11 @@ class StreamReply:
     first_chunk: bytes
     routstr_cost_msats: str | None
 
-    async def next_chunk(self) -> bytes | None:
+    def next_chunk(self) -> Awaitable[bytes | None]:
         """The next body bytes; None at the end. ``TimeoutError`` when the stream goes quiet
-        for ``stream_idle_timeout_s``, ``OSError`` when it breaks."""
-        return await self.response.next_chunk()
+        for ``stream_idle_timeout_s``, ``OSError`` when it breaks. (Not a coroutine itself:
+        the response's awaitable is returned as is, one frame less per chunk.)"""
+        return self.response.next_chunk()
 
     def close(self) -> None:
         self.response.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+from collections.abc import Awaitable
 from typing import Protocol, cast
 
 import httptools
@@ -65,10 +66,11 @@ class Response:
         self.close()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def next_chunk(self) -> bytes | None:
+    def next_chunk(self) -> Awaitable[bytes | None]:
         """The body bytes that have arrived since the last call (waiting for some), or None at
-        the end of the body."""
-        return await self._conn.next_body()
+        the end of the body. (Returns the connection's coroutine itself: one frame less per
+        chunk.)"""
+        return self._conn.next_body()
 
     def stream_timeouts(self, idle_timeout_s: float) -> None:
         """From now on no overall deadline, but ``TimeoutError`` when nothing arrives for
@@ -232,9 +234,16 @@ class Connection(asyncio.Protocol):
         return await self._head_waiter
 
     async def next_body(self) -> bytes | None:
+        """Everything buffered since the last call, joined (never waiting for more when some
+        is there): when the relay falls behind, several chunks go out in one write."""
         while True:
-            if self._body:
-                return self._body.popleft()
+            body = self._body
+            if body:
+                if len(body) == 1:
+                    return body.popleft()
+                out = b"".join(body)
+                body.clear()
+                return out
             if self._error is not None:
                 raise self._error
             if self._complete:

@@ -7,6 +7,7 @@ in-memory one in its place."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,7 +53,7 @@ class HttpResponse(Protocol):
         """The whole body, then the response is closed."""
         ...
 
-    async def next_chunk(self) -> bytes | None:
+    def next_chunk(self) -> Awaitable[bytes | None]:
         """Body bytes that arrived since the last call (waiting for some); None at the end."""
         ...
 
