@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -56,6 +57,7 @@ BUDGET_P99_MS = 2.0
 BUDGET_RPS = 2500.0
 BUDGET_TTFB_MS = 1.0
 BUDGET_RSS_MB = 100.0
+BUDGET_OBSERVE_US = 2.0  # what counting one request in the metrics may cost
 DISTURBED_STEAL_PCT = 10.0  # above this average steal a run is reported as disturbed
 RSS_GROWTH_TOLERANCE_MB = 5.0  # "no growth after warm-up", allowing allocator noise
 
@@ -118,6 +120,24 @@ PROVIDERS: tuple[tuple[str, str, float, float, float], ...] = (
 )
 
 
+def scrape_metrics(port: int) -> dict[str, Any]:
+    """One ``GET /metrics``: how long it took and the requests it counted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    ms = (time.perf_counter() - t0) * 1000.0
+    counted = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "arbstr_requests"
+        for sample in family.samples
+        if sample.name == "arbstr_requests_total"
+    )
+    return {"scrape_ms": round(ms, 2), "requests_counted": int(counted), "scrape_bytes": len(text)}
+
+
 def config_toml(upstream_port: int) -> str:
     """Four providers on the one mock upstream (distinct URL paths and prices) and three
     policy rules; the benchmark's request matches the last rule by keyword."""
@@ -130,6 +150,9 @@ def config_toml(upstream_port: int) -> str:
         "[retry]",
         "max_attempts_per_provider = 2",
         "fallback = true",
+        "",
+        "[metrics]",  # on: every row counted as a team's deployment would (scraped at the end)
+        "enabled = true",
         "",
     ]
     for name, models, inp, outp, fee in PROVIDERS:
@@ -629,6 +652,7 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
             proxied += w.requests
             checkpoint(f"throughput slice {n}", px.pid)
         noise["throughput"] = cpu.lap()
+        scraped = scrape_metrics(px_port)
         final = rss_kb(px.pid)
         px.send_signal(signal.SIGTERM)
         try:
@@ -678,6 +702,7 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
         },
         wall_s=time.monotonic() - started,
     )
+    results["metrics"] = {**scraped, "sqlite_rows": db_rows}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -887,6 +912,19 @@ def table(res: dict[str, Any]) -> str:
         f" ({rss['peak_mb']:.1f}) | {rss['growth_after_warmup_mb']:+.1f} MB"
         f" | ≤ {BUDGET_RSS_MB:.0f} MB, no growth | {_ok(b['rss'])} |",
     ]
+    m = res.get("metrics")
+    if m is not None:
+        rows.append(
+            f"| metrics on: `GET /metrics` at the end | | {m['requests_counted']:,} requests"
+            f" counted ({m.get('sqlite_rows') or 0:,} rows logged), {m['scrape_ms']:.1f} ms"
+            " | | | |"
+        )
+        if "observe_us" in m:
+            rows.append(
+                f"| metrics: cost per request (`Metrics.observe`, best of 5) | |"
+                f" {m['observe_us']:.2f} µs | **{m['observe_us']:.2f} µs** |"
+                f" ≤ {BUDGET_OBSERVE_US} µs | {_ok(b.get('metrics_observe', True))} |"
+            )
     return "\n".join(rows)
 
 
@@ -953,6 +991,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.many_streams is not None:
         many_plan = many.ManyPlan(**{**asdict(many_plan), "streams": a.many_streams})
     res = measure(plan, a.out)
+    from bench.metrics import observe_us
+
+    res["metrics"]["observe_us"] = round(observe_us(), 3)
+    res["budget"]["metrics_observe"] = res["metrics"]["observe_us"] <= BUDGET_OBSERVE_US
+    res["budget_ok"] = all(res["budget"].values())
+    a.out.write_text(json.dumps(res, indent=2) + "\n")
     if many_plan.streams > 0:
         log(f"many streams: {many_plan.streams} at once through a fresh arbstr process")
         res["many_streams"] = many.measure_many(many_plan)

@@ -125,3 +125,31 @@ def test_many_streams_row_at_a_small_scale() -> None:
         "many_no_fd_growth",
     }
     assert len(many_table_rows(res)) == 5
+
+
+async def test_the_metrics_scrape_counts_the_requests_served(upstream: int, tmp_path: Path) -> None:
+    """The bench's proxy config has metrics on; its scrape at the end counts every request;
+    the cost of one observe is measured."""
+    from bench.metrics import observe_us
+    from bench.run import scrape_metrics
+
+    from harness import ProxyThread
+
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(config_toml(upstream))
+    cfg_path.chmod(0o600)
+    env = {
+        f"ARBSTR_{name.upper()}_API_KEY": f"sk-bench-{name}-0123456789abcdef"
+        for name, *_ in PROVIDERS
+    }
+    cfg = load_config(cfg_path, env=env)
+    assert cfg.metrics.enabled
+    with ProxyThread(cfg) as proxy:
+        body = request_body(False)
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        for _ in range(3):
+            await _exchange(reader, writer, body)
+        writer.close()
+        scraped = await asyncio.to_thread(scrape_metrics, proxy.port)
+    assert scraped["requests_counted"] == 3 and scraped["scrape_ms"] > 0
+    assert 0 < observe_us(number=200) < 1000

@@ -12,10 +12,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from arbstr.apis.base import ApiRequest
 from arbstr.config import Provider, Rule
 from arbstr.errors import ArbstrError
 from arbstr.routing import Candidate, Route, TierMap, estimate_output_tokens, route
@@ -73,6 +74,31 @@ class Escalations(StreamsMixin):
             self, prep: Prepared, ex: Exchange, a: Answer, message: str | None = None
         ) -> None: ...
 
+    def _route(
+        self,
+        req: ApiRequest,
+        rule: Rule,
+        in_tokens: int,
+        out_tokens: Callable[[str], int],
+        affords: Callable[[Candidate], bool] | None,
+        tier: str | None,
+    ) -> Route:
+        """``req`` ranked among the providers serving this API (within ``tier``, if any)."""
+        return route(
+            self._served,
+            rule,
+            req.model,
+            in_tokens,
+            out_tokens,
+            self.gw.health.latency_ms,
+            affords,
+            tier=tier,
+            tiers=self._tiers,
+            max_tokens=req.max_tokens,
+            images=req.features.images,
+            tools=req.features.tools,
+        )
+
     def _rerouted(self, prep: Prepared, rule: Rule, in_tokens: int, tier: str) -> Route | None:
         """The request routed again within ``tier`` (None: nothing there fits)."""
         gw = self.gw
@@ -86,19 +112,8 @@ class Escalations(StreamsMixin):
             return estimate_output_tokens(req.max_tokens, in_tokens, learned)
 
         try:
-            r = route(
-                self._served,
-                rule,
-                req.model,
-                in_tokens,
-                out_tokens,
-                gw.health.latency_ms,
-                gw.funds.predicate(prep.reserve),
-                tier=tier,
-                tiers=self._tiers,
-                max_tokens=req.max_tokens,
-                images=req.features.images,
-                tools=req.features.tools,
+            r = self._route(
+                req, rule, in_tokens, out_tokens, gw.funds.predicate(prep.reserve), tier
             )
         except ArbstrError:
             return None
