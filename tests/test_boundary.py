@@ -17,7 +17,7 @@ import pytest
 
 from arbstr.server import app as app_module
 from arbstr.server import chat
-from fake_upstream import Completion, FakeUpstream
+from fake_upstream import Completion, FakeUpstream, Stream, completion_events
 from harness import ProxyThread, make_config, provider
 
 CHAT = "/v1/chat/completions"
@@ -76,10 +76,17 @@ async def test_a_crash_before_the_answer_is_an_openai_shaped_500_with_headers_an
     assert "RuntimeError" in row.error_message
 
 
+@pytest.mark.parametrize("one_write", [False, True], ids=["chunk-by-chunk", "one-write"])
 async def test_a_crash_mid_stream_ends_the_stream_with_an_error_event_the_sdk_raises_on(
-    proxy: ProxyThread, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    proxy: ProxyThread,
+    fake_upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    one_write: bool,
 ) -> None:
-    fake_upstream.push(Completion(content="one two three"))
+    if one_write:  # every event, [DONE] included, in one read: the text still goes out first
+        fake_upstream.push(Stream([b"".join(completion_events("one two three"))]))
+    else:
+        fake_upstream.push(Completion(content="one two three"))
     monkeypatch.setattr(chat, "trailer_event", explode)  # runs after the stream started
     client = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="x", max_retries=0)
     got: list[str] = []

@@ -24,7 +24,14 @@ def relay(forward_usage: bool = False) -> StreamRelay:
 
 
 def run(r: StreamRelay, pieces: Iterable[bytes]) -> bytes:
-    return b"".join([r.feed(p) for p in pieces]) + r.finish()
+    """What the client gets, as the relay loop sends it: each piece's bytes, then any events
+    held at ``[DONE]``."""
+    out = []
+    for p in pieces:
+        out.append(r.feed(p))
+        if r.held is not None:
+            out.append(r.release())
+    return b"".join(out) + r.finish()
 
 
 def sse(obj: object) -> bytes:
@@ -290,3 +297,23 @@ def test_property_relay_is_byte_exact_across_any_split(
     assert r.done
     n_content = sum(1 for e in lines if any(b'"content"' in ln for ln in e))
     assert r.content_chunks == n_content
+
+
+def test_done_arriving_with_other_events_is_held_until_they_are_sent() -> None:
+    """The trailer is built only after the events before ``[DONE]`` went out: a trailer that
+    fails (an internal error) cannot take the text that came with it."""
+
+    def broken(_: StreamRelay) -> bytes:
+        raise RuntimeError("trailer failed")
+
+    relay = StreamRelay(forward_usage_chunk=False, trailer=broken, provider="p")
+    one = b'data: {"choices":[{"delta":{"content":"one"}}]}\n\n'
+    two = b'data: {"choices":[{"delta":{"content":"two"}}]}\n\n'
+    out = relay.feed(one + two + b"data: [DONE]\n\n")
+    assert out == one + two and relay.held is not None and not relay.done
+    with pytest.raises(RuntimeError, match="trailer failed"):
+        relay.release()
+    ok = StreamRelay(forward_usage_chunk=False, trailer=lambda _: TRAILER, provider="p")
+    assert ok.feed(one + b"data: [DONE]\n\n") == one
+    assert ok.release() == TRAILER + b"data: [DONE]\n\n" and ok.done and ok.held is None
+    assert ok.release() == b""

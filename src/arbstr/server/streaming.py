@@ -43,6 +43,9 @@ async def relay_stream(
             data = relay.feed(chunk)
             if data:
                 await send({"type": "http.response.body", "body": redact(data), "more_body": True})
+            if relay.held is not None:  # [DONE] came with other events: they went out first
+                data = relay.release()
+                await send({"type": "http.response.body", "body": redact(data), "more_body": True})
             if relay.done:
                 break
             chunk = await sr.next_chunk()

@@ -59,6 +59,7 @@ class StreamRelay:
         "_trailer",
         "content_chunks",
         "done",
+        "held",
         "upstream_error",
         "usage",
     )
@@ -82,6 +83,7 @@ class StreamRelay:
         self.done = False  # data: [DONE] seen
         self.content_chunks = 0  # chunks with choices: a lower bound on output tokens
         self.upstream_error: str | None = None  # message of the first error event, if any
+        self.held: list[SSEEvent] | None = None  # events from a [DONE] that came with others
 
     @property
     def last_id(self) -> str | None:
@@ -95,13 +97,32 @@ class StreamRelay:
         return value if isinstance(value, str) else None
 
     def feed(self, chunk: bytes) -> bytes:
-        """Bytes to send to the client now for this upstream chunk (may be empty)."""
+        """Bytes to send to the client now for this upstream chunk (may be empty). Events that
+        came with ``[DONE]`` after others are held from it on (:attr:`held`): the trailer is
+        built only once what came before is sent, so a failure building it loses no text."""
         events = self._parser.feed(chunk)
         if not events:
             return b""
         if len(events) == 1:
             return self._event(events[0])
-        return b"".join([self._event(e) for e in events])
+        return self._events(events)
+
+    def release(self) -> bytes:
+        """The bytes of the events held at ``[DONE]`` (the trailer first)."""
+        held, self.held = self.held, None
+        return self._events(held) if held else b""
+
+    def _events(self, events: list[SSEEvent]) -> bytes:
+        out: list[bytes] = []
+        some = False  # bytes to send before [DONE]
+        for i, e in enumerate(events):
+            if some and e.data == DONE and not self.done:
+                self.held = events[i:]
+                break
+            b = self._event(e)
+            out.append(b)
+            some = some or bool(b)
+        return b"".join(out)
 
     def finish(self) -> bytes:
         """Bytes to send when the upstream body ends: after ``[DONE]``, whatever it sent past
