@@ -5,18 +5,17 @@ keeping every other setting and a timestamped backup of the previous file. The m
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import tomllib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 from tomlkit.items import InlineTable
 
+from arbstr.cli.files import replace_file
 from arbstr.errors import ConfigError
 
 HELPER_PREFIX = 'printf %s "$'  # an apiKeyHelper of this form was written by arbstr connect
@@ -115,34 +114,9 @@ def write_merged(path: Path, old: str | None, new: str, now: datetime | None = N
     after copying the old file to ``<name>.bak-<UTC time>``. Unchanged content: no write."""
     if old == new:
         return Written(path, None, changed=False)
-    backup: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o600
-        if old is not None:
-            mode = path.stat().st_mode & 0o777
-            backup = _backup_name(path, now or datetime.now(UTC))
-            backup.write_bytes(path.read_bytes())
-            backup.chmod(mode)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(new)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        mode = path.stat().st_mode & 0o777 if old is not None else 0o600
+        backup = replace_file(path, new, mode, now)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write: {exc}") from None
     return Written(path, backup, changed=True)
-
-
-def _backup_name(path: Path, now: datetime) -> Path:
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    candidate = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
-    return candidate

@@ -4,15 +4,13 @@ kept when ``--force`` replaces a file), then ``check`` it and print the next ste
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from arbstr.cli.common import ConfigOpt, console, esc, fail
+from arbstr.cli.files import replace_file
 from arbstr.cli.init_render import (
     DEFAULT_DAILY_SATS,
     DEFAULT_ROUTSTR_URL,
@@ -49,7 +47,7 @@ def init(
     if path.exists() and not force:
         raise fail(f"{path} exists; pass --force to replace it (a backup is kept)")
     try:
-        backup = write_config(path, text)
+        backup = replace_file(path, text, 0o600)  # (its backup too: it may name secrets)
     except OSError as exc:
         raise fail(f"{path}: cannot write: {exc}") from None
     out = console()
@@ -61,35 +59,3 @@ def init(
     out.print("next steps:", markup=False)
     for step in next_steps(key):
         out.print(f"  {step}", markup=False)
-
-
-def write_config(path: Path, text: str, now: datetime | None = None) -> Path | None:
-    """Write ``text`` to ``path`` atomically with mode 0600; an existing file is first
-    copied to ``<name>.bak-<UTC time>`` (0600 too: it may name secrets). Returns the backup."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backup: Path | None = None
-    if path.exists():
-        backup = _backup_name(path, now or datetime.now(UTC))
-        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(path.read_bytes())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return backup
-
-
-def _backup_name(path: Path, now: datetime) -> Path:
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    candidate = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
-    return candidate
