@@ -98,16 +98,6 @@ class StreamsMixin:
             sr: StreamReply,
         ) -> None: ...
 
-    async def _stream(
-        self, prep: Prepared, ex: Exchange, send: Send, watch: DisconnectWatch
-    ) -> None:
-        delivered = await self._attempts(prep, ex, send, watch, True)
-        if delivered is None:
-            return
-        cand, sr = delivered
-        assert isinstance(sr, StreamReply)
-        await self._relay(prep, ex, send, watch, cand, sr)
-
     async def _relay(
         self,
         prep: Prepared,
