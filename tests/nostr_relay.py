@@ -25,15 +25,9 @@ from types import TracebackType
 import aiohttp
 
 from arbstr.routstr.nostr import Event
+from serving import free_port
 
 _RUN_RELAY = "import sys; from nostr_relay.cli import main; sys.exit(main())"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def websocket_handshake_ok(host: str, port: int, timeout_s: float = 1.0) -> bool:

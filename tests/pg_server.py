@@ -14,7 +14,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+
+from serving import free_port as _free_port
 
 USER = "arbstr"
 PASSWORD = "pg-test-secret-9f3b1c"
@@ -37,12 +38,6 @@ def find_bin_dir() -> Path | None:
         ),
     )
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres_user() -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from serving import free_port
 
 ALPHA_KEY = "sk-alpha-secret-0123456789"
 BETA_KEY = "sk-beta-secret-9876543210"
@@ -96,13 +97,6 @@ def spawn(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[s
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Cli:

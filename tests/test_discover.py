@@ -57,7 +57,8 @@ from arbstr.routstr.nostr import (
     verify_schnorr,
 )
 from arbstr.routstr.render import provider_names, render_tables, render_toml
-from nostr_relay import NostrRelay, free_port, publish
+from nostr_relay import NostrRelay, publish
+from serving import free_port
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]

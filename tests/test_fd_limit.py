@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arbstr.server.runner import FD_LIMIT_TARGET, fd_limit_target
+from serving import free_port as _free_port
 
 INF = resource.RLIM_INFINITY
 limits = st.integers(min_value=16, max_value=1 << 22)
@@ -63,13 +63,6 @@ sys.argv = ["arbstr", *sys.argv[2:]]
 from arbstr.cli import main
 main()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_serve_raises_a_low_soft_limit(tmp_path: Path) -> None:

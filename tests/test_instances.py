@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from fake_upstream import Completion, FakeUpstream
 from logdb import sql_rows
 from pg_server import PgServer
+from serving import free_port, wait_up
 
 CHAT = "/v1/chat/completions"
 FEE = 7  # sats per request, whatever the tokens
@@ -42,12 +41,6 @@ balance_interval_s = 0
 name = "team"
 sats = {sats}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -81,21 +74,6 @@ def serve(config: str, db: str) -> tuple[subprocess.Popen[str], str]:
 def write_config(path: str, text: str) -> None:
     Path(path).write_text(text)
     os.chmod(path, 0o600)
-
-
-async def wait_up(proc: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[0]
-            try:
-                async with s.get(url + "/health") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("arbstr serve did not come up")
 
 
 async def stats_when(url: str, total: int) -> Any:
@@ -136,7 +114,7 @@ async def test_two_serve_processes_share_one_log_and_one_budget(
     async with FakeUpstream(default=Completion(delay_s=0.05)) as up:
         write_config(config, CONFIG.format(url=up.url, fee=FEE, sats=ROOM * FEE))
         started.extend(serve(config, db) for _ in range(2))
-        await asyncio.gather(*(wait_up(p, u) for p, u in started))
+        await asyncio.gather(*(wait_up(p, u, 20) for p, u in started))
         answers: list[Any] = await asyncio.gather(*(load(u, PER_INSTANCE) for _, u in started))
         everything = [a for per in answers for a in per]
         ok = [a for a in everything if a[0] == 200]

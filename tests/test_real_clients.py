@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,13 @@ from typing import Any
 
 import pytest
 
+from serving import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".clients" / "node_modules" / ".bin"
 CLIENT_TIMEOUT_S = 90
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def client(name: str) -> str:

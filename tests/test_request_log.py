@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from logdata import (
 )
 from logdb import sql_rows
 from pg_server import PASSWORD
+from serving import free_port, wait_up
 
 CHAT = "/v1/chat/completions"
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -649,12 +649,6 @@ async def test_stats_routes_stay_200_and_exact_over_rows_no_arbstr_writes(
 # --- `arbstr serve` in a real process -------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve(db: str, cwd: Path, prefix: list[str] | None = None) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
@@ -678,21 +672,6 @@ def serve(db: str, cwd: Path, prefix: list[str] | None = None) -> tuple[subproce
         text=True,
     )
     return proc, f"http://127.0.0.1:{port}"
-
-
-async def wait_up(proc: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 15
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[0]
-            try:
-                async with s.get(url + "/health") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("arbstr serve did not come up")
 
 
 async def post_many(url: str, n: int) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from arbstr.mock import MockProvider
+from serving import free_port
 
 UNUSED_BY_SERVE = (
     "arbstr.mock",
@@ -65,13 +65,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ARBSTR_CONFIG", "ARBSTR_DB", "ARBSTR_LOG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TEST_KEY", "sk-test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def loaded_while_serving(tmp_path: Path, paths: list[str], *args: str) -> list[str]:
