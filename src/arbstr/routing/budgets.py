@@ -58,9 +58,9 @@ class Admission:
     candidates: tuple[Candidate, ...]  # those no reject budget stops, in rank order
     stopped_by: BudgetState | None  # a reject budget that dropped a candidate
     downgrade: BudgetState | None  # an exhausted downgrade budget covering the first one
-    covering: tuple[BudgetState, ...] = ()  # the budgets covering the first one ...
-    estimate: int = 0  # ... and its estimate: what a hold takes
-    at: datetime | None = None
+    covering: tuple[BudgetState, ...]  # the budgets covering the first one ...
+    estimate: int  # ... and its estimate: what a hold takes
+    at: datetime  # when it was admitted: the window its cost counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +108,12 @@ class BudgetBook:
                 ):
                     s.used_msats += row.msats
 
-    def roll(self) -> None:
-        """Move every budget whose window ended into the current one."""
+    def roll(self) -> datetime:
+        """Move every budget whose window ended into the current one; returns now."""
         now = self.clock()
         if now >= self._next_reset:
             self._roll(now)
+        return now
 
     def _roll(self, now: datetime) -> None:
         if not self.states:
@@ -130,26 +131,22 @@ class BudgetBook:
             self._for_policy[policy] = found
         return found
 
+    def _scoped(self, policy: str | None, c: Candidate) -> tuple[BudgetState, ...]:
+        """The budgets scoped to models or providers that cover ``c``."""
+        name = c.provider.name
+        return tuple(s for s in self._per_candidate if s.budget.covers(policy, c.model, name))
+
     def covering(self, policy: str | None, c: Candidate) -> tuple[BudgetState, ...]:
         """The budgets a request of ``policy`` served by ``c`` counts on."""
         level = self._request_level(policy)
-        if not self._per_candidate:
-            return level
-        name = c.provider.name
-        return level + tuple(
-            s for s in self._per_candidate if s.budget.covers(policy, c.model, name)
-        )
+        return level + self._scoped(policy, c) if self._per_candidate else level
 
     def admit(self, policy: str | None, candidates: Sequence[Candidate], cost: Cost) -> Admission:
         """Which candidates the budgets let serve the request (see the module docstring)."""
-        now = self.clock()
-        if now >= self._next_reset:
-            self._roll(now)
+        now = self.roll()
         if self._per_candidate:
             return self._admit_each(policy, candidates, cost, now)
-        states = self._for_policy.get(policy)
-        if states is None:
-            states = self._request_level(policy)
+        states = self._request_level(policy)
         if not states:
             return Admission(tuple(candidates), None, None, (), 0, now)
         stopped: BudgetState | None = None
@@ -177,13 +174,7 @@ class BudgetBook:
         first: tuple[BudgetState, ...] | None = None
         first_est = 0
         for c in candidates:
-            if first is None:
-                states = self.covering(policy, c)
-            else:
-                name = c.provider.name
-                states = tuple(
-                    s for s in self._per_candidate if s.budget.covers(policy, c.model, name)
-                )
+            states = self.covering(policy, c) if first is None else self._scoped(policy, c)
             est = cost(c) if states else 0
             over = next((s for s in states if s.reject and not s.takes(est)), None)
             if over is not None:
@@ -205,8 +196,7 @@ class BudgetBook:
             rest = s.limit - s.used_msats - s.held_msats
             if left is None or rest < left:
                 left = rest
-        at = adm.at if adm.at is not None else self.clock()
-        return Hold(at, adm.covering, msats), left
+        return Hold(adm.at, adm.covering, msats), left
 
     def settle(
         self, hold: Hold, policy: str | None, model: str | None, provider: str | None, msats: int

@@ -15,7 +15,7 @@ from arbstr.errors import ArbstrError, BudgetExceeded
 from arbstr.money import format_msats
 from arbstr.records import RequestRecord
 from arbstr.routing import Candidate, Route, cost_msats
-from arbstr.routing.budgets import BudgetBook, BudgetState, Cost
+from arbstr.routing.budgets import Admission, BudgetBook, BudgetState, Cost
 from arbstr.server.exchange import Exchange
 from arbstr.storage.params import format_ts
 
@@ -53,20 +53,26 @@ def within_budgets(
         assert adm.stopped_by is not None
         raise exceeded(adm.stopped_by, book.clock())
     ex.budget_admission = adm
-    if len(adm.candidates) != len(r.candidates):
-        r = Route(adm.candidates[0].model, adm.candidates, r.tier, r.reason)
-    return r
+    return _narrowed(r, adm)
 
 
-def admitted_reask(book: BudgetBook, policy: str | None, r: Route, cost: Cost) -> Route | None:
-    """A re-ask's route (one tier up) as the budgets allow it: None when a reject budget
-    leaves no candidate or a downgrade budget is used up (no spending up then)."""
+def admitted_reask(
+    book: BudgetBook, policy: str | None, r: Route, cost: Cost
+) -> tuple[Route, Admission] | None:
+    """A re-ask's route (one tier up) as the budgets allow it, and the admission its hold is
+    taken from: None when a reject budget leaves no candidate or a downgrade budget is used
+    up (no spending up then)."""
     adm = book.admit(policy, r.candidates, cost)
     if not adm.candidates or adm.downgrade is not None:
         return None
-    if len(adm.candidates) != len(r.candidates):
-        r = Route(adm.candidates[0].model, adm.candidates, r.tier, r.reason)
-    return r
+    return _narrowed(r, adm), adm
+
+
+def _narrowed(r: Route, adm: Admission) -> Route:
+    """``r`` with only the candidates ``adm`` kept."""
+    if len(adm.candidates) == len(r.candidates):
+        return r
+    return Route(adm.candidates[0].model, adm.candidates, r.tier, r.reason)
 
 
 def estimate(in_tokens: int, out_tokens: Callable[[str], int]) -> Cost:
@@ -84,12 +90,6 @@ def hold(book: BudgetBook, ex: Exchange) -> None:
     adm, ex.budget_admission = ex.budget_admission, None
     if adm is not None:
         ex.budget_hold, ex.budget_left_msats = book.hold(adm)
-
-
-def hold_reask(book: BudgetBook, ex: Exchange, r: Route, cost: Cost) -> None:
-    """Admit and hold a re-ask on its route (already checked by :func:`admitted_reask`)."""
-    ex.budget_admission = book.admit(ex.policy, r.candidates, cost)
-    hold(book, ex)
 
 
 def settle(

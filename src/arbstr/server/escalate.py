@@ -20,8 +20,9 @@ from arbstr.apis.base import ApiRequest
 from arbstr.config import Provider, Rule
 from arbstr.errors import ArbstrError
 from arbstr.routing import Candidate, Route, TierMap, estimate_output_tokens, route
+from arbstr.routing.budgets import Admission
 from arbstr.routing.escalation import next_tier, signal
-from arbstr.server.budgets import admitted_reask, estimate, hold_reask
+from arbstr.server.budgets import admitted_reask, estimate, hold
 from arbstr.server.charge import Charge
 from arbstr.server.disconnect import DisconnectWatch
 from arbstr.server.exchange import Exchange, header_value
@@ -99,8 +100,11 @@ class Escalations(StreamsMixin):
             tools=req.features.tools,
         )
 
-    def _rerouted(self, prep: Prepared, rule: Rule, in_tokens: int, tier: str) -> Route | None:
-        """The request routed again within ``tier`` (None: nothing there fits)."""
+    def _rerouted(
+        self, prep: Prepared, rule: Rule, in_tokens: int, tier: str
+    ) -> tuple[Route, Admission | None] | None:
+        """The request routed again within ``tier``, with what the budgets admitted of it
+        (None: nothing there fits, or the budgets refuse it)."""
         gw = self.gw
         req = prep.request
         with_output = req.estimate_output
@@ -119,7 +123,7 @@ class Escalations(StreamsMixin):
             return None
         book = gw.budgets
         if not book.enabled:
-            return r
+            return r, None
         up = admitted_reask(book, rule.name, r, estimate(in_tokens, out_tokens))
         if up is None:
             log.info("escalation to %s: not within the budgets", tier)
@@ -143,12 +147,13 @@ class Escalations(StreamsMixin):
             reason = signal(self.api.name, answer.body, prep.request)
             if reason is None:
                 return prep, ex, answer
-            r = self._rerouted(prep, rule, ex.est_input_tokens, up)
-            if r is None:
+            routed = self._rerouted(prep, rule, ex.est_input_tokens, up)
+            if routed is None:
                 log.info("escalation (%s): no tier above %s fits", reason, ex.tier, extra=rid(ex))
                 return prep, ex, answer
             self._answered(prep, ex, answer, f"escalated: {reason}")
-            nxt, again = self._reask(prep, ex, r, reason)
+            r = routed[0]
+            nxt, again = self._reask(prep, ex, routed, reason)
             trail.append(nxt)
             try:
                 delivered = await self._attempts(again, nxt, _discard, watch, False)
@@ -163,10 +168,12 @@ class Escalations(StreamsMixin):
             prep, ex, answer = again, nxt, self._answer(nxt, cand, reply)
 
     def _reask(
-        self, prep: Prepared, ex: Exchange, r: Route, reason: str
+        self, prep: Prepared, ex: Exchange, routed: tuple[Route, Admission | None], reason: str
     ) -> tuple[Exchange, Prepared]:
-        """The re-ask of ``ex`` on route ``r`` (one tier up): its own exchange, which names
-        the one it escalates, and the request prepared for that route."""
+        """The re-ask of ``ex`` on the route of ``routed`` (one tier up), holding what the
+        budgets admitted of it: its own exchange, which names the one it escalates, and the
+        request prepared for that route."""
+        r, adm = routed
         nxt = Exchange(new_request_id(), time.perf_counter(), iso_now(), ex.api)
         nxt.model = r.model
         nxt.policy = ex.policy
@@ -177,10 +184,9 @@ class Escalations(StreamsMixin):
         nxt.est_output_tokens = ex.est_output_tokens
         nxt.escalated_from = ex.request_id
         nxt.escalation = reason
-        book = self.gw.budgets
-        if book.enabled:
-            est_out = nxt.est_output_tokens
-            hold_reask(book, nxt, r, estimate(nxt.est_input_tokens, lambda _: est_out))
+        if adm is not None:
+            nxt.budget_admission = adm
+            hold(self.gw.budgets, nxt)
         log.info(
             "escalated %s->%s (%s) as %s", ex.tier, r.tier, reason, nxt.request_id, extra=rid(ex)
         )

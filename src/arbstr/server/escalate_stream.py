@@ -74,11 +74,12 @@ class StreamEscalations(Escalations):
             reason = None if body is None else signal(api, body, prep.request)
             if reason is None:
                 break
-            r = self._rerouted(prep, rule, ex.est_input_tokens, next_tier(ex.tier) or "")
-            if r is None:
+            routed = self._rerouted(prep, rule, ex.est_input_tokens, next_tier(ex.tier) or "")
+            if routed is None:
                 log.info("escalation (%s): no tier above %s fits", reason, ex.tier, extra=rid(ex))
                 break
-            nxt, again = self._reask(prep, ex, r, reason)
+            r = routed[0]
+            nxt, again = self._reask(prep, ex, routed, reason)
             trail.append(nxt)
             ex.note = f"escalated: {reason}"
             try:

@@ -145,7 +145,7 @@ class SharedBudgets:
         database's), nothing held. One round trip (a pipeline of one transaction)."""
         if self._pool is None or time.monotonic() < self._down_until:
             return None
-        at = adm.at if adm.at is not None else self.book.clock()
+        at = adm.at
         now = format_ts(at)
         by_name = {s.budget.name: s for s in adm.covering}
         names, starts = _windows(adm.covering)
