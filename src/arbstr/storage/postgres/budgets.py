@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from arbstr.routing.budgets import Admission, BudgetBook, BudgetState
@@ -33,11 +32,6 @@ _ENSURE = """
 INSERT INTO budget_usage (budget, window_start, used_msats)
 SELECT b, w, u FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(b, w, u)
 ON CONFLICT (budget, window_start) DO NOTHING
-"""
-_LOCK = """
-SELECT budget, used_msats FROM budget_usage
-WHERE (budget, window_start) IN (SELECT * FROM unnest(%s::text[], %s::text[]) AS t(b, w))
-ORDER BY budget FOR UPDATE
 """
 _HELD = """
 SELECT budget, COALESCE(SUM(msats), 0) FROM budget_holds
@@ -119,14 +113,12 @@ class SharedBudgets:
                 used = {s.budget.name: s.used_msats for s in states}
                 await conn.execute(_ENSURE, [names, starts, [used[n] for n in names]])
                 await conn.execute(_EXPIRED, [format_ts(self.book.clock())])
-                cur = await conn.execute(_LOCK, [names, starts])
+                cur = await conn.execute(_USED, [names, starts])
                 stored = dict(await cur.fetchall())
             for s in states:
                 s.used_msats = int(stored.get(s.budget.name, s.used_msats))
-        except (psycopg.Error, OSError) as exc:
+        except Exception as exc:  # psycopg's, the pool's timeouts, OSError
             self._failed("cannot read the shared budgets", exc)
-        except Exception as exc:  # the pool's own timeouts
-            self._failed("cannot reach the database for the shared budgets", exc)
 
     async def close(self) -> None:
         if self._pending:
