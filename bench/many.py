@@ -38,7 +38,6 @@ from bench.run import (
     BENCH,
     CHAT_PATH,
     HOST,
-    PROVIDERS,
     ROOT,
     Pinning,
     choose_pinning,
@@ -47,8 +46,10 @@ from bench.run import (
     log,
     mb,
     pct,
+    proxy_env,
     request_body,
     rss_kb,
+    serve_argv,
     wait_http,
 )
 
@@ -120,9 +121,7 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
     cfg = tmp / "config.toml"
     cfg.write_text(config_for(plan, up_port))
     cfg.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
-    for name, *_ in PROVIDERS:
-        env[f"ARBSTR_{name.upper()}_API_KEY"] = f"sk-bench-{name}-0123456789abcdef"
+    env = proxy_env()
     up_argv = pin.wrap(
         pin.load,
         [
@@ -141,23 +140,7 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
             str(plan.chunks),
         ],
     )
-    px_argv = pin.wrap(
-        pin.proxy,
-        [
-            sys.executable,
-            "-m",
-            "arbstr",
-            "serve",
-            "-c",
-            str(cfg),
-            "--listen",
-            f"{HOST}:{px_port}",
-            "--log-level",
-            "info",
-            "--db",
-            str(tmp / "arbstr.db"),
-        ],
-    )
+    px_argv = pin.wrap(pin.proxy, serve_argv(cfg, px_port, tmp / "arbstr.db"))
     body = request_body(True)
     direct_path = f"/alpha{CHAT_PATH}"
     out: dict[str, Any] = {"plan": asdict(plan)}

@@ -138,6 +138,22 @@ def scrape_metrics(port: int) -> dict[str, Any]:
     return {"scrape_ms": round(ms, 2), "requests_counted": int(counted), "scrape_bytes": len(text)}
 
 
+def proxy_env() -> dict[str, str]:
+    """The environment ``arbstr serve`` runs in: no ``ARBSTR_*`` of the caller's, the bench
+    providers' keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
+    for name, *_ in PROVIDERS:
+        env[f"ARBSTR_{name.upper()}_API_KEY"] = f"sk-bench-{name}-0123456789abcdef"
+    return env
+
+
+def serve_argv(cfg: Path, port: int, db: Path | None) -> list[str]:
+    """``arbstr serve`` on ``port`` with ``cfg``, logging at info, the request log at ``db``."""
+    argv = [sys.executable, "-m", "arbstr", "serve", "-c", str(cfg)]
+    argv += ["--listen", f"{HOST}:{port}", "--log-level", "info"]
+    return argv + (["--db", str(db)] if db is not None else [])
+
+
 def config_toml(upstream_port: int) -> str:
     """Four providers on the one mock upstream (distinct URL paths and prices) and three
     policy rules; the benchmark's request matches the last rule by keyword."""
@@ -525,9 +541,7 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
     bodies["json"].write_bytes(request_body(False))
     db = tmp / "arbstr.db"
     with_db = supports_db()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARBSTR_")}
-    for name, *_ in PROVIDERS:
-        env[f"ARBSTR_{name.upper()}_API_KEY"] = f"sk-bench-{name}-0123456789abcdef"
+    env = proxy_env()
     up_argv = pin.wrap(
         pin.load,
         [
@@ -544,21 +558,7 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
             str(plan.chunks),
         ],
     )
-    px_argv = [
-        sys.executable,
-        "-m",
-        "arbstr",
-        "serve",
-        "-c",
-        str(cfg),
-        "--listen",
-        f"{HOST}:{px_port}",
-        "--log-level",
-        "info",
-    ]
-    if with_db:
-        px_argv += ["--db", str(db)]
-    px_argv = pin.wrap(pin.proxy, px_argv)
+    px_argv = pin.wrap(pin.proxy, serve_argv(cfg, px_port, db if with_db else None))
     proxy_log = tmp / "proxy.log"
     direct_path = f"/alpha{CHAT_PATH}"
     direct_addr = (HOST, up_port)
