@@ -143,7 +143,7 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
     px_argv = pin.wrap(pin.proxy, serve_argv(cfg, px_port, tmp / "arbstr.db"))
     body = request_body(True)
     direct_path = f"/alpha{CHAT_PATH}"
-    out: dict[str, Any] = {"plan": asdict(plan)}
+    out: dict[str, Any] = {"plan": asdict(plan), "pinning": pin.describe()}
     with open(tmp / "upstream.log", "wb") as up_err, open(tmp / "proxy.log", "wb") as px_err:
         up = subprocess.Popen(up_argv, stdout=up_err, stderr=up_err, cwd=ROOT)
         px = subprocess.Popen(
@@ -313,10 +313,10 @@ def many_settings_text(res: dict[str, Any]) -> str:
         f"Many streams: {pl['streams']:,} streams at once (started over {pl['ramp_s']:g} s),"
         f" {pl['chunks']} chunks each, first after {pl['first_byte_ms']:g} ms, then every"
         f" {pl['chunk_ms']:g}-{pl['chunk_ms_max']:g} ms; one connection per stream; proxy"
-        f" started with a soft fd limit of {PROXY_NOFILE}. CPU (% of one core): proxy"
-        f" {c['proxy']}, upstream + client {c['load_direct']} direct / {c['load_proxied']} via"
-        f" arbstr. Took {w['direct']:.1f} s direct, {w['proxy']:.1f} s via arbstr,"
-        f" {w['row']:.0f} s for the row."
+        f" started with a soft fd limit of {PROXY_NOFILE}; {res['pinning']}. CPU (% of one"
+        f" core): proxy {c['proxy']}, upstream + client {c['load_direct']} direct /"
+        f" {c['load_proxied']} via arbstr. Took {w['direct']:.1f} s direct,"
+        f" {w['proxy']:.1f} s via arbstr, {w['row']:.0f} s for the row."
     )
 
 

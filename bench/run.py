@@ -302,8 +302,14 @@ class Pinning:
         )
 
 
+# the CPUs this run may use, read before any phase pins this process to its load CPU: a later
+# phase (the many-streams row) that read its own affinity then would see one CPU, pin nothing,
+# and run the proxy on the load's core, which its subprocesses inherit
+RUN_CPUS = tuple(sorted(os.sched_getaffinity(0)))
+
+
 def choose_pinning() -> Pinning:
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = RUN_CPUS
     if len(cpus) < 2 or shutil.which("taskset") is None:
         return Pinning(None, None)
     return Pinning(str(cpus[0]), str(cpus[1]))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from bench.clients import http_request, latency_pairs, run_streams
-from bench.run import PROVIDERS, config_toml, pct, request_body
+from bench.run import PROVIDERS, choose_pinning, config_toml, pct, request_body
 from bench.upstream import FINGERPRINT, Settings, start_server
 
 from arbstr.config import load_config
@@ -153,3 +154,17 @@ async def test_the_metrics_scrape_counts_the_requests_served(upstream: int, tmp_
         scraped = await asyncio.to_thread(scrape_metrics, proxy.port)
     assert scraped["requests_counted"] == 3 and scraped["scrape_ms"] > 0
     assert 0 < observe_us(number=200) < 1000
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_pinning_survives_an_earlier_phase_pinning_this_process() -> None:
+    """The main phase pins the bench process to its load CPU; the many-streams row that
+    follows must still put the proxy on a CPU of its own (it ran on the load's core)."""
+    first = choose_pinning()
+    assert first.proxy is not None and first.load is not None
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {int(first.load)})
+        assert choose_pinning() == first
+    finally:
+        os.sched_setaffinity(0, before)
