@@ -51,8 +51,10 @@ class ProxyThread:
         with_mocks: bool = False,
         mock_chunk_delay_s: float = 0.0,
         apis: tuple[Api, ...] = APIS,
+        http: str = "httptools",  # uvicorn's HTTP implementation, as arbstr serve uses
     ) -> None:
         self._config = config
+        self._http = http
         self._apis = apis
         self.sink: RecordSink = sink if sink is not None else MemorySink()
         self._with_mocks = with_mocks
@@ -119,7 +121,7 @@ class ProxyThread:
         self.gateway = Gateway(config, sink=self.sink)
         uv = uvicorn.Config(
             App(self.gateway, self._apis),
-            http="httptools",
+            http=self._http,
             loop="none",
             lifespan="on",
             access_log=False,

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import msgspec
 
-from arbstr.upstream.protocol import Target
+from arbstr.upstream.protocol import Target, pump_by_reading
 
 __all__ = ["Answer", "Fail", "MemoryResponse", "MemoryTransport", "Sent", "json_answer"]
 
@@ -86,6 +86,9 @@ class MemoryResponse:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def pump(self, sink: Callable[[bytes], bool]) -> Awaitable[bool]:
+        return pump_by_reading(self.next_chunk, sink)
 
     def stream_timeouts(self, idle_timeout_s: float) -> None:
         self.idle_timeout_s = idle_timeout_s

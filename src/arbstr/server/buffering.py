@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from arbstr.apinames import ApiName
 from arbstr.server.streaming import AFTER_DONE_S
 from arbstr.upstream.client import StreamReply
+from arbstr.upstream.protocol import pump_by_reading
 from arbstr.upstream.sse import SSEParser
 
 
@@ -23,6 +25,9 @@ class Buffered(StreamReply):
     complete: bool = False  # it reached its API's end event
     datas: list[bytes] = field(default_factory=list)  # every event's data, in order
     at: int = 0
+
+    def pump(self, sink: Callable[[bytes], bool]) -> Awaitable[bool]:
+        return pump_by_reading(self.next_chunk, sink)
 
     async def next_chunk(self) -> bytes | None:
         if self.at < len(self.chunks):

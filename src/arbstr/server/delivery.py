@@ -39,6 +39,11 @@ class TrackedSend:
             self.ended = True
         return self._send(message)
 
+    @property
+    def server_send(self) -> Send:
+        """The server's own ``send`` (for :func:`arbstr.server.http.body_writer`)."""
+        return self._send
+
 
 def trailer_event(
     *,

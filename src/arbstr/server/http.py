@@ -85,3 +85,32 @@ def check_x_api_key(scope: Scope, expected: bytes) -> bool:
         if k == b"x-api-key":
             return hmac.compare_digest(v.strip(), expected)
     return False
+
+
+def body_writer(send: Send) -> Callable[[bytes], bool] | None:
+    """For a started chunked response served by uvicorn: ``write(body)`` puts one body part
+    on the client's socket at once, as ``send`` would but with no ASGI message and no await,
+    and returns whether the client takes more now (False: it left, or its buffer is full and
+    the next part should go through ``send``, which waits). Empty parts are skipped (one
+    would end the body). None for any other server (or another uvicorn): use ``send``."""
+    send = getattr(send, "server_send", send)  # under a wrapper that tracks the response
+    cycle: Any = getattr(send, "__self__", None)  # uvicorn's RequestResponseCycle
+    flow: Any = getattr(cycle, "flow", None)
+    write = getattr(getattr(cycle, "transport", None), "write", None)
+    if (
+        write is None
+        or not hasattr(flow, "write_paused")
+        or getattr(cycle, "chunked_encoding", None) is not True
+        or getattr(cycle, "response_complete", None) is not False
+        or not hasattr(cycle, "disconnected")
+    ):
+        return None
+
+    def write_part(body: bytes) -> bool:
+        if cycle.disconnected:
+            return False
+        if body:
+            write(b"%x\r\n%s\r\n" % (len(body), body))
+        return not flow.write_paused
+
+    return write_part

@@ -3,7 +3,12 @@
 The upstream's bytes go out as they came (redacted only where a secret appears), with arbstr's
 trailer before ``data: [DONE]``; a stream that breaks, goes quiet or ends without ``[DONE]``
 ends with a ``stream_interrupted`` error event. After ``[DONE]`` the rest of the upstream body
-is awaited only briefly: the client has everything, so a quiet upstream cannot hold it."""
+is awaited only briefly: the client has everything, so a quiet upstream cannot hold it.
+
+After the first chunk, events are relayed from the upstream connection's data callback
+(``pump``) straight to the client's socket (``body_writer``), without a task switch per
+chunk; when the client's buffer is full, the next chunk goes through ``send``, which waits
+for it to drain, and pumping resumes after."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from collections.abc import Callable
 
 from arbstr.apis.base import StreamReader, StreamTranslator
 from arbstr.server.delivery import error_event
-from arbstr.server.http import Headers, Send
+from arbstr.server.http import Headers, Send, body_writer
 from arbstr.upstream import StreamRelay, StreamReply
 from arbstr.upstream.sse import SSEParser
 
@@ -37,6 +42,15 @@ async def relay_stream(
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     error: str | None = None
     chunk: bytes | None = sr.first_chunk
+    write = body_writer(send)  # (after the head: uvicorn knows the body is chunked now)
+
+    def sink(chunk: bytes) -> bool:  # pumped, in the upstream's data callback: stop?
+        assert write is not None
+        more = write(redact(relay.feed(chunk)))
+        if relay.held is not None:  # (as below)
+            more = write(redact(relay.release())) and more
+        return relay.done or not more
+
     try:
         # per chunk: feed and send inline (a helper coroutine would cost a frame per chunk)
         while chunk is not None:
@@ -48,6 +62,12 @@ async def relay_stream(
                 await send({"type": "http.response.body", "body": redact(data), "more_body": True})
             if relay.done:
                 break
+            if write is not None:  # the rest straight from the upstream's callback
+                if not await sr.pump(sink):
+                    break  # the body ended without [DONE]
+                if relay.done:
+                    break
+                # the client's buffer is full: the next part goes through send, which waits
             chunk = await sr.next_chunk()
     except TimeoutError:
         error = f"{provider}: no data for {idle_timeout_s:g} s (stream_idle_timeout_s)"
@@ -109,6 +129,12 @@ async def relay_events(
                 out.append(translator.feed(e.event, e.data))
         return b"".join(out)
 
+    write = body_writer(send)
+
+    def sink(chunk: bytes) -> bool:  # as in relay_stream
+        assert write is not None
+        return not write(redact(take(chunk))) or reader.done
+
     try:
         while chunk is not None:
             data = take(chunk)
@@ -116,6 +142,11 @@ async def relay_events(
                 await send({"type": "http.response.body", "body": redact(data), "more_body": True})
             if reader.done:
                 break
+            if write is not None:
+                if not await sr.pump(sink):
+                    break  # the body ended before its end event
+                if reader.done:
+                    break
             chunk = await sr.next_chunk()
     except TimeoutError:
         error = f"{provider}: no data for {idle_timeout_s:g} s (stream_idle_timeout_s)"

@@ -96,6 +96,11 @@ class StreamReply:
         the response's awaitable is returned as is, one frame less per chunk.)"""
         return self.response.next_chunk()
 
+    def pump(self, sink: Callable[[bytes], bool]) -> Awaitable[bool]:
+        """The next body bytes to ``sink`` as they arrive, until it returns True (then True)
+        or the body ends (False); failures raise as from :meth:`next_chunk`."""
+        return self.response.pump(sink)
+
     def close(self) -> None:
         self.response.close()
 

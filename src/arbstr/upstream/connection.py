@@ -1,6 +1,10 @@
 """One upstream HTTP/1.1 connection: a request at a time, the answer parsed by httptools (the C
 parser uvicorn uses), and its timeouts.
 
+A body is read either by awaiting each part (:meth:`Response.next_chunk`) or pumped: each part
+goes to a callback as httptools parses it (:meth:`Response.pump`), which spares a stream the
+future, task wake-up and coroutine resumption of every awaited chunk.
+
 Timeouts are one timer per connection (``loop.call_at``), not an ``asyncio.timeout`` scope per
 request and per chunk: the timer fails the waiting future directly, and a stream's idle timer
 is re-armed only when it fires (from the time of the last data), not on every chunk."""
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 import httptools
@@ -72,6 +76,13 @@ class Response:
         chunk.)"""
         return self._conn.next_body()
 
+    def pump(self, sink: Callable[[bytes], bool]) -> Awaitable[bool]:
+        """Hand the body to ``sink`` part by part as it arrives, from the connection's data
+        callback, until ``sink`` returns True (stop: True; what comes next is buffered for
+        :meth:`next_chunk`) or the body ends (False). Upstream failures and timeouts raise as
+        from :meth:`next_chunk`; an exception of ``sink`` is raised as it is."""
+        return self._conn.pump(sink)
+
     def stream_timeouts(self, idle_timeout_s: float) -> None:
         """From now on no overall deadline, but ``TimeoutError`` when nothing arrives for
         ``idle_timeout_s`` (for a stream, once its first bytes are in)."""
@@ -108,6 +119,8 @@ class Connection(asyncio.Protocol):
         self._head_waiter: asyncio.Future[Response] | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._body_waiter: asyncio.Future[None] | None = None
+        self._sink: Callable[[bytes], bool] | None = None  # pumping to it (see pump)
+        self._sink_error: Exception | None = None
         self._complete = False
         self._error: BaseException | None = None
         self._headers_done = False
@@ -169,7 +182,16 @@ class Connection(asyncio.Protocol):
             waiter.set_result(Response(self, status, h))
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        sink = self._sink
+        if sink is None:
+            self._body.append(body)
+        else:
+            try:
+                if not sink(body):
+                    return
+            except Exception as exc:  # the sink's failure, not the upstream's: pump raises it
+                self._sink_error = exc
+            self._sink = None  # stopped: the rest is buffered
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -233,17 +255,20 @@ class Connection(asyncio.Protocol):
         self.transport.write(data)
         return await self._head_waiter
 
+    def _take_body(self) -> bytes:
+        body = self._body
+        if len(body) == 1:
+            return body.popleft()
+        out = b"".join(body)
+        body.clear()
+        return out
+
     async def next_body(self) -> bytes | None:
         """Everything buffered since the last call, joined (never waiting for more when some
         is there): when the relay falls behind, several chunks go out in one write."""
         while True:
-            body = self._body
-            if body:
-                if len(body) == 1:
-                    return body.popleft()
-                out = b"".join(body)
-                body.clear()
-                return out
+            if self._body:
+                return self._take_body()
             if self._error is not None:
                 raise self._error
             if self._complete:
@@ -253,6 +278,30 @@ class Connection(asyncio.Protocol):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
+
+    async def pump(self, sink: Callable[[bytes], bool]) -> bool:
+        """See :meth:`Response.pump`."""
+        if self._body and sink(self._take_body()):
+            return True
+        self._sink = sink
+        self._sink_error = None
+        try:
+            while self._sink is not None:
+                if self._error is not None:
+                    raise self._error
+                if self._complete:
+                    return False
+                self._body_waiter = self._loop.create_future()
+                try:
+                    await self._body_waiter
+                finally:
+                    self._body_waiter = None
+        finally:
+            self._sink = None
+        if self._sink_error is not None:
+            error, self._sink_error = self._sink_error, None
+            raise error
+        return True
 
     def finish(self) -> None:
         self._cancel_timer()

@@ -7,7 +7,7 @@ in-memory one in its place."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,11 @@ class HttpResponse(Protocol):
         """Body bytes that arrived since the last call (waiting for some); None at the end."""
         ...
 
+    def pump(self, sink: Callable[[bytes], bool]) -> Awaitable[bool]:
+        """Body bytes to ``sink`` as they arrive until it returns True (then True) or the body
+        ends (False); see :meth:`arbstr.upstream.connection.Response.pump`."""
+        ...
+
     def stream_timeouts(self, idle_timeout_s: float) -> None:
         """No overall deadline from now on; ``TimeoutError`` after ``idle_timeout_s``
         without data."""
@@ -83,3 +88,13 @@ class HttpTransport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+async def pump_by_reading(
+    next_chunk: Callable[[], Awaitable[bytes | None]], sink: Callable[[bytes], bool]
+) -> bool:
+    """``pump`` for a body read by awaiting its parts (in-memory and replayed ones)."""
+    while (chunk := await next_chunk()) is not None:
+        if sink(chunk):
+            return True
+    return False

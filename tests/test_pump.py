@@ -1,0 +1,167 @@
+"""A body pumped to a callback as httptools parses it (the stream relay's fast path): every
+byte once and in order wherever the wire is split and wherever the callback stops, the rest
+kept for the next read; failures of the upstream, of time and of the callback each raised as
+themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arbstr.upstream.connection import Connection, Response
+from arbstr.upstream.protocol import ResponseBroken
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.reused: list[Connection] = []
+
+    def put(self, conn: Connection) -> None:
+        self.reused.append(conn)
+
+    def discard(self, conn: Connection) -> None:
+        pass
+
+
+class _Transport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _chunked(events: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+
+
+async def _response(conn: Connection, head: bytes = HEAD) -> Response:
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    pending = asyncio.ensure_future(conn.send(b"POST / HTTP/1.1\r\n\r\n", 10.0))
+    await asyncio.sleep(0)
+    conn.data_received(head)
+    return await pending
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    st.lists(st.booleans(), min_size=1, max_size=20),
+)
+def test_every_byte_once_in_order_wherever_the_sink_stops(
+    events: list[bytes], cuts: list[int], stops: list[bool]
+) -> None:
+    """The wire split anywhere; the sink stops after some parts; the relay then reads once
+    with next_chunk and pumps again, as relay_stream does when the client's buffer fills."""
+    wire = _chunked(events)
+    points = sorted({c % len(wire) for c in cuts} | {0, len(wire)})
+    pieces = [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+    async def feed(conn: Connection) -> None:
+        for piece in pieces:
+            await asyncio.sleep(0)
+            conn.data_received(piece)
+
+    async def main() -> None:
+        owner = _Owner()
+        conn = Connection(owner)
+        r = await _response(conn)
+        r.stream_timeouts(10.0)
+        got: list[bytes] = []
+        n = itertools.count()
+
+        def sink(part: bytes) -> bool:
+            assert part
+            got.append(part)
+            return stops[next(n) % len(stops)]
+
+        feeding = asyncio.ensure_future(feed(conn))
+        while True:
+            if not await r.pump(sink):
+                break
+            chunk = await r.next_chunk()
+            if chunk is None:
+                break
+            got.append(chunk)
+        await feeding
+        assert b"".join(got) == b"".join(events)
+        r.close()
+        assert owner.reused == [conn]  # read to the end: the connection is kept
+
+    asyncio.run(main())
+
+
+def test_parts_buffered_before_the_pump_go_to_the_sink_first() -> None:
+    async def main() -> None:
+        conn = Connection(_Owner())
+        r = await _response(conn)
+        conn.data_received(b"3\r\nabc\r\n")
+        got: list[bytes] = []
+
+        def sink(part: bytes) -> bool:
+            got.append(part)
+            return False
+
+        pumping = asyncio.ensure_future(r.pump(sink))
+        await asyncio.sleep(0)
+        assert got == [b"abc"]
+        conn.data_received(b"2\r\nde\r\n0\r\n\r\n")
+        assert await pumping is False
+        assert got == [b"abc", b"de"]
+
+    asyncio.run(main())
+
+
+def test_an_upstream_that_breaks_mid_pump_is_response_broken() -> None:
+    async def main() -> None:
+        conn = Connection(_Owner())
+        r = await _response(conn)
+        pumping = asyncio.ensure_future(r.pump(lambda part: False))
+        await asyncio.sleep(0)
+        conn.data_received(b"3\r\nabc\r\n")
+        conn.connection_lost(None)
+        with pytest.raises(ResponseBroken, match="mid-body"):
+            await pumping
+
+    asyncio.run(main())
+
+
+def test_a_quiet_upstream_times_out_mid_pump() -> None:
+    async def main() -> None:
+        conn = Connection(_Owner())
+        r = await _response(conn)
+        r.stream_timeouts(0.05)
+        with pytest.raises(TimeoutError):
+            await r.pump(lambda part: False)
+
+    asyncio.run(main())
+
+
+def test_the_sinks_own_failure_is_raised_as_itself_and_drops_the_connection() -> None:
+    """Not as a broken upstream (httptools would wrap an exception raised in its callback);
+    the connection, its body read only in part, is not reused."""
+
+    async def main() -> None:
+        owner = _Owner()
+        conn = Connection(owner)
+        r = await _response(conn)
+
+        def sink(part: bytes) -> bool:
+            raise ValueError("trailer failed")
+
+        pumping = asyncio.ensure_future(r.pump(sink))
+        await asyncio.sleep(0)
+        conn.data_received(b"3\r\nabc\r\n")
+        with pytest.raises(ValueError, match="trailer failed"):
+            await pumping
+        r.close()
+        assert owner.reused == [] and conn.closed
+
+    asyncio.run(main())
