@@ -317,6 +317,20 @@ def many_settings_text(res: dict[str, Any]) -> str:
         f" core): proxy {c['proxy']}, upstream + client {c['load_direct']} direct /"
         f" {c['load_proxied']} via arbstr. Took {w['direct']:.1f} s direct,"
         f" {w['proxy']:.1f} s via arbstr, {w['row']:.0f} s for the row."
+    ) + busy_machine_warning(res)
+
+
+def busy_machine_warning(res: dict[str, Any]) -> str:
+    """A warning when the direct run, with no proxy in the way, already delayed chunks past
+    the budget: the load core (or the whole VM) stalled, and the row says little about
+    arbstr then (its verdict stands)."""
+    direct_p99 = res["direct"]["chunk_delay_ms"]["p99"]
+    if direct_p99 <= BUDGET_MANY_P99_MS:
+        return ""
+    return (
+        f" Warning: the direct run itself delayed chunks by {direct_p99:.1f} ms at p99 (over"
+        f" the {BUDGET_MANY_P99_MS:g} ms budget with no proxy in the way): the machine was"
+        " busy or slow during this row."
     )
 
 

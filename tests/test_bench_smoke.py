@@ -168,3 +168,12 @@ def test_pinning_survives_an_earlier_phase_pinning_this_process() -> None:
         assert choose_pinning() == first
     finally:
         os.sched_setaffinity(0, before)
+
+
+def test_many_streams_row_warns_when_the_direct_run_itself_misses_the_budget() -> None:
+    from bench.many import busy_machine_warning
+
+    quiet = {"direct": {"chunk_delay_ms": {"p99": 1.2}}}
+    busy = {"direct": {"chunk_delay_ms": {"p99": 17.85}}}
+    assert busy_machine_warning(quiet) == ""
+    assert "17.9 ms" in busy_machine_warning(busy)
