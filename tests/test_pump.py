@@ -165,3 +165,26 @@ def test_the_sinks_own_failure_is_raised_as_itself_and_drops_the_connection() ->
         assert owner.reused == [] and conn.closed
 
     asyncio.run(main())
+
+
+def test_what_one_read_brings_goes_to_the_sink_at_once_joined() -> None:
+    """A relay that fell behind gets the chunks of one read in one call (one write to the
+    client), and only after the read is parsed: the end of the body in the same read is seen
+    after them."""
+
+    async def main() -> None:
+        conn = Connection(_Owner())
+        r = await _response(conn)
+        calls: list[bytes] = []
+
+        def sink(part: bytes) -> bool:
+            calls.append(part)
+            return False
+
+        pumping = asyncio.ensure_future(r.pump(sink))
+        await asyncio.sleep(0)
+        conn.data_received(_chunked([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]))
+        assert await pumping is False
+        assert calls == [b"data: 1\n\ndata: 2\n\ndata: 3\n\n"]
+
+    asyncio.run(main())

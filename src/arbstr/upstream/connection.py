@@ -77,10 +77,10 @@ class Response:
         return self._conn.next_body()
 
     def pump(self, sink: Callable[[bytes], bool]) -> Awaitable[bool]:
-        """Hand the body to ``sink`` part by part as it arrives, from the connection's data
-        callback, until ``sink`` returns True (stop: True; what comes next is buffered for
-        :meth:`next_chunk`) or the body ends (False). Upstream failures and timeouts raise as
-        from :meth:`next_chunk`; an exception of ``sink`` is raised as it is."""
+        """Hand the body to ``sink`` as it arrives, from the connection's data callback (what
+        one read brought, joined), until ``sink`` returns True (stop: True; what comes next
+        is buffered for :meth:`next_chunk`) or the body ends (False). Upstream failures and
+        timeouts raise as from :meth:`next_chunk`; an exception of ``sink`` as it is."""
         return self._conn.pump(sink)
 
     def stream_timeouts(self, idle_timeout_s: float) -> None:
@@ -144,6 +144,8 @@ class Connection(asyncio.Protocol):
             self._fail(ResponseBroken("unexpected protocol upgrade from upstream"))
         except httptools.HttpParserError as exc:
             self._fail(ResponseBroken(f"malformed HTTP from upstream: {exc}"))
+        if self._sink is not None and self._body:
+            self._push(self._sink)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -182,16 +184,19 @@ class Connection(asyncio.Protocol):
             waiter.set_result(Response(self, status, h))
 
     def on_body(self, body: bytes) -> None:
-        sink = self._sink
-        if sink is None:
-            self._body.append(body)
-        else:
-            try:
-                if not sink(body):
-                    return
-            except Exception as exc:  # the sink's failure, not the upstream's: pump raises it
-                self._sink_error = exc
-            self._sink = None  # stopped: the rest is buffered
+        self._body.append(body)
+        if self._sink is None:  # (pumped: handed over once the whole read is parsed)
+            self._wake()
+
+    def _push(self, sink: Callable[[bytes], bool]) -> None:
+        """The body parts of one read, joined, to the pump's sink (outside httptools' callbacks,
+        which would wrap its exceptions as parse errors)."""
+        try:
+            if not sink(self._take_body()):
+                return
+        except Exception as exc:  # the sink's failure, not the upstream's: pump raises it
+            self._sink_error = exc
+        self._sink = None  # stopped: what comes next is buffered
         self._wake()
 
     def on_message_complete(self) -> None:
