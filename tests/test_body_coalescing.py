@@ -4,42 +4,12 @@ joined when several chunks are buffered, never waiting for more, bytes intact an
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbstr.upstream.connection import Connection, Response
-
-HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-class _Owner:
-    def put(self, conn: Connection) -> None:
-        pass
-
-    def discard(self, conn: Connection) -> None:
-        pass
-
-
-class _Transport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-def _chunked(events: list[bytes]) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
-
-
-async def _response(conn: Connection) -> Response:
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
-    pending = asyncio.ensure_future(conn.send(b"POST / HTTP/1.1\r\n\r\n", 10.0))
-    await asyncio.sleep(0)
-    conn.data_received(HEAD)
-    return await pending
+from wire_connection import Owner, chunked, split, sse_response
 
 
 def _now(r: Response) -> bytes | None:
@@ -56,8 +26,8 @@ def _now(r: Response) -> bytes | None:
 
 def test_buffered_chunks_come_back_joined_in_one_read() -> None:
     async def main() -> None:
-        conn = Connection(_Owner())
-        r = await _response(conn)
+        conn = Connection(Owner())
+        r = await sse_response(conn)
         r.stream_timeouts(10.0)
         events = [b'data: {"n": %d}\n\n' % i for i in range(3)]
         conn.data_received(b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events))
@@ -81,13 +51,12 @@ def test_no_byte_waits_and_order_holds(
 ) -> None:
     """The wire split anywhere; after each piece arrives the relay may read or not; every
     body byte that has arrived is returned by the next read without waiting."""
-    wire = _chunked(events)
-    points = sorted({c % len(wire) for c in cuts} | {0, len(wire)})
-    pieces = [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
+    wire = chunked(events)
+    pieces = split(wire, cuts)
 
     async def main() -> None:
-        conn = Connection(_Owner())
-        r = await _response(conn)
+        conn = Connection(Owner())
+        r = await sse_response(conn)
         r.stream_timeouts(10.0)
         got: list[bytes] = []
         ended = False

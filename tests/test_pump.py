@@ -12,41 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbstr.upstream.connection import Connection, Response
+from arbstr.upstream.connection import Connection
 from arbstr.upstream.protocol import ResponseBroken
-
-HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-class _Owner:
-    def __init__(self) -> None:
-        self.reused: list[Connection] = []
-
-    def put(self, conn: Connection) -> None:
-        self.reused.append(conn)
-
-    def discard(self, conn: Connection) -> None:
-        pass
-
-
-class _Transport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-def _chunked(events: list[bytes]) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
-
-
-async def _response(conn: Connection, head: bytes = HEAD) -> Response:
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
-    pending = asyncio.ensure_future(conn.send(b"POST / HTTP/1.1\r\n\r\n", 10.0))
-    await asyncio.sleep(0)
-    conn.data_received(head)
-    return await pending
+from wire_connection import Owner, chunked, split, sse_response
 
 
 @settings(max_examples=80, deadline=None)
@@ -60,9 +28,8 @@ def test_every_byte_once_in_order_wherever_the_sink_stops(
 ) -> None:
     """The wire split anywhere; the sink stops after some parts; the relay then reads once
     with next_chunk and pumps again, as relay_stream does when the client's buffer fills."""
-    wire = _chunked(events)
-    points = sorted({c % len(wire) for c in cuts} | {0, len(wire)})
-    pieces = [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
+    wire = chunked(events)
+    pieces = split(wire, cuts)
 
     async def feed(conn: Connection) -> None:
         for piece in pieces:
@@ -70,9 +37,9 @@ def test_every_byte_once_in_order_wherever_the_sink_stops(
             conn.data_received(piece)
 
     async def main() -> None:
-        owner = _Owner()
+        owner = Owner()
         conn = Connection(owner)
-        r = await _response(conn)
+        r = await sse_response(conn)
         r.stream_timeouts(10.0)
         got: list[bytes] = []
         n = itertools.count()
@@ -100,8 +67,8 @@ def test_every_byte_once_in_order_wherever_the_sink_stops(
 
 def test_parts_buffered_before_the_pump_go_to_the_sink_first() -> None:
     async def main() -> None:
-        conn = Connection(_Owner())
-        r = await _response(conn)
+        conn = Connection(Owner())
+        r = await sse_response(conn)
         conn.data_received(b"3\r\nabc\r\n")
         got: list[bytes] = []
 
@@ -121,8 +88,8 @@ def test_parts_buffered_before_the_pump_go_to_the_sink_first() -> None:
 
 def test_an_upstream_that_breaks_mid_pump_is_response_broken() -> None:
     async def main() -> None:
-        conn = Connection(_Owner())
-        r = await _response(conn)
+        conn = Connection(Owner())
+        r = await sse_response(conn)
         pumping = asyncio.ensure_future(r.pump(lambda part: False))
         await asyncio.sleep(0)
         conn.data_received(b"3\r\nabc\r\n")
@@ -135,8 +102,8 @@ def test_an_upstream_that_breaks_mid_pump_is_response_broken() -> None:
 
 def test_a_quiet_upstream_times_out_mid_pump() -> None:
     async def main() -> None:
-        conn = Connection(_Owner())
-        r = await _response(conn)
+        conn = Connection(Owner())
+        r = await sse_response(conn)
         r.stream_timeouts(0.05)
         with pytest.raises(TimeoutError):
             await r.pump(lambda part: False)
@@ -149,9 +116,9 @@ def test_the_sinks_own_failure_is_raised_as_itself_and_drops_the_connection() ->
     the connection, its body read only in part, is not reused."""
 
     async def main() -> None:
-        owner = _Owner()
+        owner = Owner()
         conn = Connection(owner)
-        r = await _response(conn)
+        r = await sse_response(conn)
 
         def sink(part: bytes) -> bool:
             raise ValueError("trailer failed")
@@ -173,8 +140,8 @@ def test_what_one_read_brings_goes_to_the_sink_at_once_joined() -> None:
     after them."""
 
     async def main() -> None:
-        conn = Connection(_Owner())
-        r = await _response(conn)
+        conn = Connection(Owner())
+        r = await sse_response(conn)
         calls: list[bytes] = []
 
         def sink(part: bytes) -> bool:
@@ -183,7 +150,7 @@ def test_what_one_read_brings_goes_to_the_sink_at_once_joined() -> None:
 
         pumping = asyncio.ensure_future(r.pump(sink))
         await asyncio.sleep(0)
-        conn.data_received(_chunked([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]))
+        conn.data_received(chunked([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]))
         assert await pumping is False
         assert calls == [b"data: 1\n\ndata: 2\n\ndata: 3\n\n"]
 
