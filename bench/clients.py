@@ -18,6 +18,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from bench import aio
 from bench.upstream import FINGERPRINT
 
 _TS_DIGITS = 20
@@ -253,8 +254,4 @@ def run_streams_sync(
         expected_chunks=expected_chunks,
         stagger_s=stagger_s,
     )
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - non-posix
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    return aio.run(coro)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import aiohttp
 import httptools
 import uvicorn
 
+from bench import aio
 from bench.clients import latency_pairs
 from bench.run import (
     CHAT_PATH,
@@ -40,6 +40,7 @@ from bench.run import (
     pct,
     request_body,
     run_wrk,
+    upstream_argv,
     wait_http,
 )
 
@@ -164,26 +165,19 @@ def serve(client: str, port: int, upstream_port: int) -> None:
         server_header=False,
         log_config=None,
     )
-    server = uvicorn.Server(config)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - non-posix
-        asyncio.run(server.serve())
-    else:
-        uvloop.run(server.serve())
+    aio.run(uvicorn.Server(config).serve())
 
 
 def measure() -> None:
     wrk = ensure_wrk()
     pin = choose_pinning()
-    if pin.load is not None:
-        os.sched_setaffinity(0, {int(pin.load)})
+    pin.pin_this_process()
     tmp = Path(tempfile.mkdtemp(prefix="arbstr-floor-"))
     body_file = tmp / "body.json"
     body_file.write_bytes(request_body(False))
     up_port = free_port()
     up = subprocess.Popen(
-        pin.wrap(pin.load, [sys.executable, "-m", "bench.upstream", "--port", str(up_port)]),
+        pin.wrap(pin.load, upstream_argv(up_port)),
         stdout=subprocess.DEVNULL,
     )
     try:

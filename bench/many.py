@@ -50,6 +50,7 @@ from bench.run import (
     request_body,
     rss_kb,
     serve_argv,
+    upstream_argv,
     wait_http,
 )
 
@@ -113,8 +114,7 @@ def _stats(s: ManySample) -> dict[str, Any]:
 def measure_many(plan: ManyPlan) -> dict[str, Any]:
     started = time.monotonic()
     pin = choose_pinning() if plan.pin else Pinning(None, None)
-    if pin.load is not None:
-        os.sched_setaffinity(0, {int(pin.load)})
+    pin.pin_this_process()
     raise_nofile(4 * plan.streams + 1024)  # the client; the upstream inherits it
     tmp = Path(tempfile.mkdtemp(prefix="arbstr-bench-many-"))
     up_port, px_port = free_port(), free_port()
@@ -124,21 +124,13 @@ def measure_many(plan: ManyPlan) -> dict[str, Any]:
     env = proxy_env()
     up_argv = pin.wrap(
         pin.load,
-        [
-            sys.executable,
-            "-m",
-            "bench.upstream",
-            "--port",
-            str(up_port),
-            "--first-byte-ms",
-            f"{plan.first_byte_ms:g}",
-            "--chunk-ms",
-            f"{plan.chunk_ms:g}",
-            "--chunk-ms-max",
-            f"{plan.chunk_ms_max:g}",
-            "--chunks",
-            str(plan.chunks),
-        ],
+        upstream_argv(
+            up_port,
+            first_byte_ms=plan.first_byte_ms,
+            chunk_ms=plan.chunk_ms,
+            chunk_ms_max=plan.chunk_ms_max,
+            chunks=plan.chunks,
+        ),
     )
     px_argv = pin.wrap(pin.proxy, serve_argv(cfg, px_port, tmp / "arbstr.db"))
     body = request_body(True)

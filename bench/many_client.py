@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from bench import aio
 from bench.clients import http_request
 from bench.upstream import FINGERPRINT
 
@@ -183,8 +184,4 @@ def run_many_sync(
     coro = run_many(
         addr, path, body, streams=streams, expected_chunks=expected_chunks, ramp_s=ramp_s
     )
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - non-posix
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    return aio.run(coro)

@@ -154,6 +154,18 @@ def serve_argv(cfg: Path, port: int, db: Path | None) -> list[str]:
     return argv + (["--db", str(db)] if db is not None else [])
 
 
+def upstream_argv(port: int, **timing: float) -> list[str]:
+    """The mock upstream (``bench/upstream.py``) on ``port``; ``timing`` in its options'
+    names (``first_byte_ms=50`` is ``--first-byte-ms 50``)."""
+    argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    for name, value in timing.items():
+        argv += [
+            "--" + name.replace("_", "-"),
+            str(value) if isinstance(value, int) else f"{value:g}",
+        ]
+    return argv
+
+
 def config_toml(upstream_port: int) -> str:
     """Four providers on the one mock upstream (distinct URL paths and prices) and three
     policy rules; the benchmark's request matches the last rule by keyword."""
@@ -292,6 +304,11 @@ class Pinning:
 
     def wrap(self, cpus: str | None, argv: list[str]) -> list[str]:
         return ["taskset", "-c", cpus, *argv] if cpus is not None else argv
+
+    def pin_this_process(self) -> None:
+        """This process (it runs the Python clients) on the load CPU, when pinning."""
+        if self.load is not None:
+            os.sched_setaffinity(0, {int(self.load)})
 
     def describe(self) -> str:
         if self.proxy is None:
@@ -529,8 +546,7 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
     started = time.monotonic()
     wrk = ensure_wrk()
     pin = choose_pinning()
-    if pin.load is not None:
-        os.sched_setaffinity(0, {int(pin.load)})  # this process runs the Python clients
+    pin.pin_this_process()
     info = machine(wrk, pin)
     info["cpu_speed_ns_per_loop_start"] = calibrate(pin)
     log(
@@ -550,19 +566,9 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
     env = proxy_env()
     up_argv = pin.wrap(
         pin.load,
-        [
-            sys.executable,
-            "-m",
-            "bench.upstream",
-            "--port",
-            str(up_port),
-            "--first-byte-ms",
-            f"{plan.first_byte_ms:g}",
-            "--chunk-ms",
-            f"{plan.chunk_ms:g}",
-            "--chunks",
-            str(plan.chunks),
-        ],
+        upstream_argv(
+            up_port, first_byte_ms=plan.first_byte_ms, chunk_ms=plan.chunk_ms, chunks=plan.chunks
+        ),
     )
     px_argv = pin.wrap(pin.proxy, serve_argv(cfg, px_port, db if with_db else None))
     proxy_log = tmp / "proxy.log"

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from bench import aio
+
 __all__ = [
     "CHUNK_WORD",
     "FINGERPRINT",
@@ -332,13 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         chunks=a.chunks,
         json_delay_s=a.json_delay_ms / 1000.0,
     )
-    coro = serve(settings, a.host, a.port)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - non-posix
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+    aio.run(serve(settings, a.host, a.port))
 
 
 if __name__ == "__main__":
