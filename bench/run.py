@@ -656,7 +656,8 @@ def measure(plan: Plan, out_path: Path) -> dict[str, Any]:
             wrk, pin, direct_url, bodies["json"], plan.concurrency, plan.wrk_direct_s
         )
         slices: list[WrkResult] = []
-        while proxied < plan.total_requests and len(slices) < plan.max_slices:
+        # at least one slice: a warm-up that served the whole total must not leave the row empty
+        while not slices or (proxied < plan.total_requests and len(slices) < plan.max_slices):
             n = len(slices) + 1
             log(f"throughput, concurrency {plan.concurrency}: via arbstr, slice {n}")
             w = run_wrk(wrk, pin, proxy_url, bodies["json"], plan.concurrency, plan.wrk_slice_s)
