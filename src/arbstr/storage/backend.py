@@ -5,7 +5,7 @@ implement it; :func:`backend_for` picks one by the location's form."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from arbstr.batching import Pacer
@@ -15,6 +15,16 @@ from arbstr.storage.rows import Row
 from arbstr.storage.writes import Written
 
 Ratio = tuple[str, str, float, int]  # policy, model, average ratio, sample count
+RATIOS_SQL = "SELECT policy, model, avg_ratio, sample_count FROM token_ratios"
+
+
+def ratios_of(rows: Iterable[Sequence[Any]]) -> list[Ratio]:
+    """The rows of :data:`RATIOS_SQL` as ratios, skipping incomplete ones (a NULL, no samples)."""
+    return [
+        (str(p), str(m), float(avg), int(n))
+        for p, m, avg, n in rows
+        if p is not None and m is not None and avg is not None and n
+    ]
 
 
 class OpenFailed(Exception):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from arbstr.batching import Pacer
 from arbstr.records import RequestRecord
-from arbstr.storage.backend import OpenFailed, Ratio, WriteFailed
+from arbstr.storage.backend import RATIOS_SQL, OpenFailed, Ratio, WriteFailed, ratios_of
 from arbstr.storage.rows import Row
 from arbstr.storage.schema import migrate, user_version
 from arbstr.storage.writes import Written, is_database_fault, rollback, write_batch
@@ -59,16 +59,10 @@ class SqliteBackend:
 
     def ratios(self, conn: sqlite3.Connection) -> list[Ratio]:
         try:
-            rows = conn.execute(
-                "SELECT policy, model, avg_ratio, sample_count FROM token_ratios"
-            ).fetchall()
+            rows = conn.execute(RATIOS_SQL).fetchall()
         except sqlite3.Error as exc:
             raise OpenFailed(f"cannot read {self.name}: {exc}") from None
-        return [
-            (str(p), str(m), float(avg), int(n))
-            for p, m, avg, n in rows
-            if p is not None and m is not None and avg is not None and n
-        ]
+        return ratios_of(rows)
 
     def write(
         self,

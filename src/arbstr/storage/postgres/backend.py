@@ -13,7 +13,7 @@ import psycopg
 
 from arbstr.batching import Pacer
 from arbstr.records import RequestRecord
-from arbstr.storage.backend import OpenFailed, Ratio, WriteFailed
+from arbstr.storage.backend import RATIOS_SQL, OpenFailed, Ratio, WriteFailed, ratios_of
 from arbstr.storage.location import display, scrub
 from arbstr.storage.postgres.schema import migrate, schema_version
 from arbstr.storage.postgres.writes import Conn, write_batch
@@ -65,16 +65,10 @@ class PostgresBackend:
 
     def ratios(self, conn: Conn) -> list[Ratio]:
         try:
-            rows = conn.execute(
-                "SELECT policy, model, avg_ratio, sample_count FROM token_ratios"
-            ).fetchall()
+            rows = conn.execute(RATIOS_SQL).fetchall()
         except psycopg.Error as exc:
             raise OpenFailed(f"cannot read {self.name}: {self._safe(exc)}") from None
-        return [
-            (str(p), str(m), float(avg), int(n))
-            for p, m, avg, n in rows
-            if p is not None and m is not None and avg is not None and n
-        ]
+        return ratios_of(rows)
 
     def write(
         self, conn: Conn, records: Sequence[RequestRecord], ratios: Sequence[Row], pacer: Pacer
