@@ -13,11 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from arbstr.errors import ConfigError
-from arbstr.records import RequestRecord
 from arbstr.server import Gateway
 from arbstr.server.metrics import Metrics, render
 from fake_upstream import Completion, FakeUpstream, Reply
 from harness import ProxyThread, make_config, provider
+from logdata import record
 
 CHAT = "/v1/chat/completions"
 HI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -221,35 +221,12 @@ def gateway_metrics() -> Metrics:
     return m
 
 
-def record(**kw: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "request_id": "r",
-        "timestamp": "2026-12-01T00:00:00.000Z",
-        "model": "gpt-4o",
-        "provider": "alpha",
-        "policy": "default",
-        "streaming": False,
-        "input_tokens": 10,
-        "output_tokens": 5,
-        "cost_msats": 1,
-        "provider_cost_msats": None,
-        "latency_ms": 100,
-        "ttft_ms": None,
-        "stream_duration_ms": None,
-        "success": True,
-        "error_status": None,
-        "error_message": None,
-    }
-    fields.update(kw)
-    return RequestRecord(**fields)
-
-
 def test_two_gateways_count_apart_and_money_is_exact() -> None:
     a, b = gateway_metrics(), gateway_metrics()
     for _ in range(1000):
         a.observe(record(cost_msats=1, possibly_billed_msats=7), {}, 1)
     a.observe(record(success=False, error_status=999, provider=None, cost_msats=None), {}, 0)
-    a.observe(record(success=False, error_status=502), {"beta": 2}, 3)
+    a.observe(record(success=False, error_status=502, cost_msats=1), {"beta": 2}, 3)
     found = samples(render(a.snapshot()).decode())
     assert total(found, "arbstr_spent_sats_total") == 1.001  # 1,001 msats, not a float sum
     assert total(found, "arbstr_possibly_billed_sats_total") == 7.0
